@@ -1,0 +1,230 @@
+"""MemoryManager: the memory side of the engine, in page ids and token counts.
+
+It registers requests, finds prefix hits valid for every group, takes the
+pages a step needs (all or nothing), publishes full pages to the prefix
+cache after a step, releases pages that fell out of scope at once, and frees
+a request's pages when it ends or is preempted.  All kind-specific logic is
+in the groups' policies; all page state is in the PagePool.
+
+Time is a logical clock the scheduler advances once per step (`tick`).
+Released pages are stamped `(time, priority)`; with aligned eviction the
+priority is the token position (later first, equal across groups), with the
+baselines' unaligned eviction it is the release order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import lcm
+
+from .hashing import BlockHasher
+from .plan import MemoryPlan
+from .policies import NO_PAGE, policy_for
+from .pool import PagePool
+from .reqstate import ActionLog, ReqMem, StepActions
+from .rules import AllocatorRules
+from .types import ImageRef, PrefixHit
+from .usage import GroupUsage, MemoryUsage
+
+
+class MemoryManager:
+    """Pages for requests under one MemoryPlan (see module doc)."""
+
+    def __init__(self, plan: MemoryPlan, *, enable_prefix_caching: bool = True,
+                 mamba_interval: int = 512) -> None:
+        if mamba_interval <= 0:
+            raise ValueError(f"mamba_interval must be > 0, got {mamba_interval}")
+        self.plan = plan
+        self.rules = AllocatorRules.for_plan(plan)
+        self.pool = PagePool(plan, self.rules)
+        self.caching = enable_prefix_caching
+        self.policies = [policy_for(g.kind)(g, plan.base_page_tokens, self.rules, mamba_interval)
+                         for g in plan.groups]
+        token_pages = [g.page_tokens for g in plan.groups if g.kind in ("full", "sliding", "chunked")]
+        self.align = lcm(plan.base_page_tokens, *token_pages)
+        for p in self.policies:
+            p.align = self.align
+        self.reqs: dict[str, ReqMem] = {}
+        self.clock = 0
+        self._order = 0
+
+    # ---------------------------------------------------------- lifecycle
+    def tick(self) -> None:
+        """Advance the logical clock (once per step)."""
+        self.clock += 1
+
+    def add(self, req_id: str, tokens: list[int], prompt_len: int, images: Sequence[ImageRef] = (),
+            salt: str = "", model: str = "main") -> None:
+        """Register a request.  `tokens` is the live prompt+output list."""
+        if req_id in self.reqs:
+            raise ValueError(f"request id {req_id!r} is already registered")
+        hasher = BlockHasher(self.plan.base_page_tokens, images, salt, model)
+        n = len(self.policies)
+        r = ReqMem(req_id, tokens, prompt_len, tuple(images), hasher, [[] for _ in range(n)],
+                   [0] * n, [[] for _ in range(n)], [0] * n)
+        r.tables = [p.init_table(r) for p in self.policies]
+        self.reqs[req_id] = r
+
+    def release(self, req_id: str) -> None:
+        """Drop every page the request holds (end or preemption); cached
+        content stays evictable.  The request stays registered."""
+        r = self.reqs[req_id]
+        for p in self.policies:
+            table = r.tables[p.gid]
+            for i in range(len(table) - 1, -1, -1):
+                if table[i] != NO_PAGE:
+                    self.pool.release(p.gid, table[i], self._stamp(p, r, i))
+            for page, key, prio in r.pending[p.gid]:
+                self.pool.release(p.gid, page, self._stamp_prio(prio))
+            r.pending[p.gid] = []
+            r.cached_upto[p.gid] = r.released_upto[p.gid] = 0
+        r.tables = [p.init_table(r) for p in self.policies]
+        r.hit_src.clear()
+        r.num_computed = r.alloc_end = r.branch = 0
+        r.table_cache = None
+        self.pool.drop_owner(req_id)
+
+    def remove(self, req_id: str) -> None:
+        """Release the request's pages and forget it."""
+        self.release(req_id)
+        del self.reqs[req_id]
+
+    # ------------------------------------------------------------- prefix
+    def lookup(self, req_id: str) -> PrefixHit:
+        """Longest prefix of the request's known tokens cached in every group
+        (at most all but the last token, which must be computed)."""
+        n = len(self.policies)
+        if not self.caching:
+            return PrefixHit(0, (0,) * n)
+        r = self.reqs[req_id]
+        upper = len(r.tokens) - 1
+        per_group = tuple(p.longest_hit(r, upper, self.pool) for p in self.policies)
+        hit = self._agree(r, min(per_group, default=0), self.policies)
+        if self.rules.mamba_checkpoints == "jenga":
+            others = [p for p in self.policies if not p.recurrent]
+            if len(others) < n:
+                free_run = self._agree(r, upper, others)
+                r.branch = free_run if free_run > hit else 0
+        return PrefixHit(hit, per_group)
+
+    def _agree(self, r: ReqMem, length: int, policies) -> int:
+        """Largest length <= `length` valid for every policy given."""
+        while True:
+            new = length
+            for p in policies:
+                new = min(new, p.longest_hit(r, new, self.pool))
+            if new == length:
+                return length
+            length = new
+
+    # --------------------------------------------------------- allocation
+    def allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0) -> StepActions | None:
+        """Make room to compute tokens [start, end).  On a request's first
+        allocation `hit_tokens` (== start) cached tokens are taken from the
+        prefix cache.  All or nothing: returns None and changes nothing
+        (beyond evicting cached pages) when memory is short."""
+        r = self.reqs[req_id]
+        if not 0 <= start < end <= len(r.tokens) + 1:
+            raise ValueError(f"bad token range [{start}, {end}) for request {req_id!r}")
+        log = ActionLog(now=self.clock)
+        snaps = [p.snapshot(r) for p in self.policies]
+        old = r.num_computed
+        if hit_tokens:
+            if hit_tokens != start or self.holds_pages(req_id):
+                raise ValueError("a prefix hit can only start a request's first allocation")
+            for p in self.policies:
+                p.take_hit(r, hit_tokens, self.pool, log)
+            r.num_computed = hit_tokens
+        for p in self.policies:
+            if not p.grow(r, start, end, lambda g=p.gid: self.pool.allocate(g, req_id), self.pool, log):
+                for q, snap in zip(self.policies, snaps):
+                    q.restore(r, snap, lambda i, page, q=q: self.pool.release(
+                        q.gid, page, self._stamp(q, r, i) if i >= 0 else self._stamp_prio(0)))
+                r.num_computed = old
+                return None
+        r.alloc_end = end
+        r.table_cache = None
+        return log.freeze()
+
+    def commit(self, req_id: str, num_computed: int) -> None:
+        """The step ran: `num_computed` tokens are now in the pool.  Publish
+        complete pages and checkpoints to the cache, drop pages held for the
+        step only, and release pages no future token needs."""
+        r = self.reqs[req_id]
+        r.num_computed = num_computed
+        for p in self.policies:
+            table = r.tables[p.gid]
+            for i, key in p.cacheable(r, num_computed):
+                if self.caching:
+                    self.pool.set_key(p.gid, table[i], key)
+            for page, key, prio in r.pending[p.gid]:
+                if key is not None and self.caching:
+                    self.pool.set_key(p.gid, page, key)
+                self.pool.release(p.gid, page, self._stamp_prio(prio))
+            r.pending[p.gid] = []
+            for i in p.out_of_scope(r, num_computed):
+                self.pool.release(p.gid, table[i], self._stamp(p, r, i))
+                table[i] = NO_PAGE
+        r.table_cache = None
+
+    def _stamp(self, p, r: ReqMem, index: int) -> tuple[int, int]:
+        return p.release_time(r, index, self.clock), self._prio(p.priority(r, index))
+
+    def _stamp_prio(self, prio: int) -> tuple[int, int]:
+        return self.clock, self._prio(prio)
+
+    def _prio(self, aligned_prio: int) -> int:
+        if self.rules.aligned:
+            return aligned_prio
+        self._order += 1
+        return self._order
+
+    # ------------------------------------------------------------ queries
+    def page_tables(self, req_id: str) -> tuple[tuple[int, ...], ...]:
+        """The request's page table per group (cached until it changes)."""
+        r = self.reqs[req_id]
+        if r.table_cache is None:
+            r.table_cache = tuple(tuple(t) for t in r.tables)
+        return r.table_cache
+
+    def holds_pages(self, req_id: str) -> bool:
+        r = self.reqs[req_id]
+        return any(p != NO_PAGE for t in r.tables for p in t) or any(r.pending)
+
+    def fits_alone(self, num_tokens: int, encoder_tokens: int) -> bool:
+        """Whether a request of `num_tokens` tokens (prompt + output) and
+        `encoder_tokens` image tokens fits in the pool with nothing else."""
+        need = 0
+        for p, g in zip(self.policies, self.plan.groups):
+            pages = p.footprint_pages(num_tokens, encoder_tokens) + (0 if p.recurrent else 1)
+            need += -(-pages // g.per_large)
+        return need <= self.plan.num_large_pages
+
+    def usage(self) -> MemoryUsage:
+        """Bytes used, cached, free and still needed, overall and per group."""
+        per = []
+        for p, g in zip(self.policies, self.plan.groups):
+            used, cached = self.pool.counts(g.gid)
+            unit = g.spec.unit_bytes() * len(g.layers)
+            needed = sum(p.needed_units(r) for r in self.reqs.values() if r.alloc_end) * unit
+            per.append(GroupUsage(g.gid, g.spec.describe(), used * g.small_page_bytes,
+                                  cached * g.small_page_bytes, needed))
+        return MemoryUsage(self.plan.pool_bytes, self.pool.num_free_large() * self.plan.large_page_bytes,
+                           self.pool.num_free_large(), tuple(per))
+
+    def reset_prefix_cache(self) -> int:
+        """Drop all cached content not in use; returns pages dropped."""
+        return self.pool.evict_all()
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if any page is double-owned, leaked or
+        miscounted (see PagePool.check_invariants)."""
+        refs: list[dict[int, int]] = [{} for _ in self.policies]
+        for r in self.reqs.values():
+            for g, table in enumerate(r.tables):
+                for page in table:
+                    if page != NO_PAGE:
+                        refs[g][page] = refs[g].get(page, 0) + 1
+                for page, _, _ in r.pending[g]:
+                    refs[g][page] = refs[g].get(page, 0) + 1
+        self.pool.check_invariants(refs)

@@ -1,0 +1,24 @@
+"""Policies, one class per layer kind; the registry maps kind -> class.
+A new kind is one class and one line here."""
+
+from __future__ import annotations
+
+from .base import NO_PAGE, Policy
+from .encoder import CrossPolicy, VisionPolicy
+from .mamba import MambaPolicy
+from .token import ChunkedPolicy, FullPolicy, SlidingPolicy
+
+REGISTRY: dict[str, type[Policy]] = {
+    cls.kinds[0]: cls
+    for cls in (FullPolicy, SlidingPolicy, ChunkedPolicy, MambaPolicy, CrossPolicy, VisionPolicy)
+}
+
+
+def policy_for(kind: str) -> type[Policy]:
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise ValueError(f"no policy for layer kind {kind!r}; known: {', '.join(REGISTRY)}") from None
+
+
+__all__ = ["NO_PAGE", "Policy", "REGISTRY", "policy_for"]

@@ -1,0 +1,100 @@
+"""Policy: everything that differs between layer kinds, for one group.
+
+The manager asks a group's policy, never the spec's kind:
+- `grow`: take the pages needed to compute tokens [start, end);
+- `out_of_scope`: table entries no future token needs (released at once);
+- `cacheable`: newly complete entries and their prefix-cache keys;
+- `longest_hit`: the longest valid prefix-hit length <= upper, given what
+  the pool has cached (the paper's get_possible_prefix);
+- `take_hit`: reference the cached pages of a hit;
+- `priority`: the eviction tie-break (set_prefix_length): later tokens
+  first, the same token equal in every group, one value per image;
+- `needed_units` / `footprint_units`: state still needed, for utilisation
+  and for `jenga plan`.
+Which pages a step touches (update_last_access) follows from ref counts: a
+page in use has no eviction stamp; it is stamped with the current time when
+released, so pages that left scope early keep their older time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..plan import Group
+from ..pool import PagePool
+from ..reqstate import ActionLog, ReqMem
+from ..rules import AllocatorRules
+
+NO_PAGE = -1
+Alloc = Callable[[], "int | None"]
+
+
+class Policy:
+    """Base class; subclasses set `kinds` and override what differs."""
+
+    kinds: tuple[str, ...] = ()
+    recurrent = False   # holds one running state, checkpointed for caching
+
+    def __init__(self, group: Group, base_tokens: int, rules: AllocatorRules, mamba_interval: int) -> None:
+        self.group = group
+        self.gid = group.gid
+        self.P = group.page_tokens
+        self.B = base_tokens
+        self.rules = rules
+        self.mamba_interval = mamba_interval
+
+    def init_table(self, r: ReqMem) -> list[int]:
+        return []
+
+    def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
+        raise NotImplementedError
+
+    def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
+        return iter(())
+
+    def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
+        return iter(())
+
+    def longest_hit(self, r: ReqMem, upper: int, pool: PagePool) -> int:
+        raise NotImplementedError
+
+    def take_hit(self, r: ReqMem, length: int, pool: PagePool, log: ActionLog) -> None:
+        raise NotImplementedError
+
+    def priority(self, r: ReqMem, index: int) -> int:
+        return 0
+
+    def release_time(self, r: ReqMem, index: int, now: int) -> int:
+        """Eviction time stamped on table entry `index` when released."""
+        return now
+
+    def needed_units(self, r: ReqMem) -> int:
+        raise NotImplementedError
+
+    def snapshot(self, r: ReqMem) -> tuple:
+        """State to undo a failed allocation (tables only ever grow here)."""
+        return len(r.tables[self.gid]), len(r.pending[self.gid]), r.hit_src.get(self.gid)
+
+    def restore(self, r: ReqMem, snap: tuple, release: Callable[[int, int], None]) -> None:
+        """Undo everything taken since `snap`; release(index, page) drops
+        one reference (index -1 for pending pages)."""
+        n_table, n_pending, src = snap
+        table, pending = r.tables[self.gid], r.pending[self.gid]
+        for i in range(len(table) - 1, n_table - 1, -1):
+            if table[i] != NO_PAGE:
+                release(i, table[i])
+        del table[n_table:]
+        for page, _, _ in pending[n_pending:]:
+            release(-1, page)
+        del pending[n_pending:]
+        if src is None:
+            r.hit_src.pop(self.gid, None)
+
+    def footprint_units(self, context: int, encoder_tokens: int) -> int:
+        """Units (tokens or states) a request of `context` tokens with
+        `encoder_tokens` image tokens keeps at its end, ideally."""
+        raise NotImplementedError
+
+    def footprint_pages(self, context: int, encoder_tokens: int) -> int:
+        """Small pages the same request holds at its end under this policy."""
+        raise NotImplementedError

@@ -1,0 +1,167 @@
+"""Policies of encoder state: cross-attention KV and vision embeddings.
+
+Both hold per-image state computed by a vision encoder, keyed by the image's
+content hash, so equal images share pages and the encoder runs only for
+images not cached.  Each image starts on a fresh page; all pages of an image
+share one eviction time and priority, so an image is evicted whole.
+
+- cross (mllama): the encoder tokens of every image, allocated once when the
+  request first runs and kept to its end; text never enters this group.
+- vision (LLaVA-style): embeddings of image tokens that sit in the sequence;
+  loaded when a chunk first reaches the image and released page by page as
+  chunks prefill them, so at most about one chunk of embeddings is held.  A
+  prefix hit may not cut an image unless the rest of its pages are cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..hashing import image_page_key
+from ..pool import PagePool
+from ..reqstate import ActionLog, ReqMem
+from .base import NO_PAGE, Alloc, Policy
+
+
+class _ImagePolicy(Policy):
+    def _pages(self, n: int) -> int:
+        return -(-n // self.P)
+
+    def _offsets(self, r: ReqMem) -> list[int]:
+        offs, o = [], 0
+        for img in r.images:
+            offs.append(o)
+            o += self._pages(img.num_tokens)
+        return offs
+
+    def _key(self, r: ReqMem, k: int, i: int) -> int:
+        return image_page_key(r.images[k], i, f"{self.group.spec.kind}:{self.gid}")
+
+    def init_table(self, r: ReqMem) -> list[int]:
+        return [NO_PAGE] * sum(self._pages(img.num_tokens) for img in r.images)
+
+    def _load(self, r: ReqMem, k: int, first: int, alloc: Alloc, pool: PagePool, log: ActionLog,
+              now: int) -> bool:
+        """Reference or allocate pages first.. of image k; run its encoder
+        unless every page was cached."""
+        table, off = r.tables[self.gid], self._offsets(r)[k]
+        for i in range(first, self._pages(r.images[k].num_tokens)):
+            page = pool.lookup(self.gid, self._key(r, k, i))
+            if page is not None:
+                pool.incref(self.gid, page)
+            else:
+                page = alloc()
+                if page is None:
+                    return False
+                log.encoder_runs.add(k)
+            table[off + i] = page
+        r.image_time[k] = now
+        return True
+
+    def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
+        table = r.tables[self.gid]
+        for k, off in enumerate(self._offsets(r)):
+            for i in range(self._pages(r.images[k].num_tokens)):
+                if table[off + i] != NO_PAGE:
+                    yield off + i, self._key(r, k, i)
+
+    def _image_of(self, r: ReqMem, index: int) -> int:
+        k = 0
+        for k, off in enumerate(self._offsets(r)):
+            if off > index:
+                return k - 1
+        return k
+
+    def priority(self, r: ReqMem, index: int) -> int:
+        return -r.images[self._image_of(r, index)].position
+
+    def release_time(self, r: ReqMem, index: int, now: int) -> int:
+        return r.image_time.get(self._image_of(r, index), now)
+
+    def take_hit(self, r: ReqMem, length: int, pool: PagePool, log: ActionLog) -> None:
+        pass   # image pages are looked up when a chunk first needs them
+
+    def snapshot(self, r: ReqMem) -> tuple:
+        return (list(r.tables[self.gid]),)
+
+    def restore(self, r: ReqMem, snap: tuple, release) -> None:
+        table, (old,) = r.tables[self.gid], snap
+        for i, (now, before) in enumerate(zip(table, old)):
+            if now != before and now != NO_PAGE:
+                release(i, now)
+        table[:] = old
+
+
+class CrossPolicy(_ImagePolicy):
+    kinds = ("cross",)
+
+    def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
+        table = r.tables[self.gid]
+        if any(p != NO_PAGE for p in table):
+            return True
+        return all(self._load(r, k, 0, alloc, pool, log, log.now) for k in range(len(r.images)))
+
+    def longest_hit(self, r: ReqMem, upper: int, pool: PagePool) -> int:
+        return upper   # cross KV is per image, reused or recomputed whatever the length
+
+    def needed_units(self, r: ReqMem) -> int:
+        return sum(img.num_tokens for img in r.images) if any(p != NO_PAGE for p in r.tables[self.gid]) else 0
+
+    def footprint_units(self, context: int, encoder_tokens: int) -> int:
+        return encoder_tokens
+
+    def footprint_pages(self, context: int, encoder_tokens: int) -> int:
+        return self._pages(encoder_tokens) if encoder_tokens else 0
+
+
+class VisionPolicy(_ImagePolicy):
+    kinds = ("vision",)
+
+    def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
+        table, offs = r.tables[self.gid], self._offsets(r)
+        for k, img in enumerate(r.images):
+            if img.position >= end or img.end <= start:
+                continue
+            n = self._pages(img.num_tokens)
+            if any(table[offs[k] + i] != NO_PAGE for i in range(n)):
+                continue   # already loaded
+            first = (start - img.position) // self.P if start > img.position else 0
+            if not self._load(r, k, first, alloc, pool, log, log.now):
+                return False
+        return True
+
+    def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
+        table = r.tables[self.gid]
+        for k, off in enumerate(self._offsets(r)):
+            img = r.images[k]
+            for i in range(self._pages(img.num_tokens)):
+                if table[off + i] != NO_PAGE and img.position + min((i + 1) * self.P, img.num_tokens) <= next_pos:
+                    yield off + i
+
+    def longest_hit(self, r: ReqMem, upper: int, pool: PagePool) -> int:
+        length = upper
+        for k in range(len(r.images) - 1, -1, -1):
+            img = r.images[k]
+            if img.position < length < img.end:
+                first = (length - img.position) // self.P
+                cached = all(pool.lookup(self.gid, self._key(r, k, i)) is not None
+                             for i in range(first, self._pages(img.num_tokens)))
+                if not cached:
+                    length = img.position
+        return length
+
+    def needed_units(self, r: ReqMem) -> int:
+        table, offs, n = r.tables[self.gid], self._offsets(r), 0
+        for k, img in enumerate(r.images):
+            if any(table[offs[k] + i] != NO_PAGE for i in range(self._pages(img.num_tokens))):
+                n += img.end - max(img.position, r.num_computed)
+        return n
+
+    # At its peak a request holds an image's embeddings whole (loaded when the
+    # first chunk reaches it); they are gone once its tokens are prefilled.
+    def footprint_units(self, context: int, encoder_tokens: int) -> int:
+        return encoder_tokens
+
+    def footprint_pages(self, context: int, encoder_tokens: int) -> int:
+        return self._pages(encoder_tokens) if encoder_tokens else 0
+

@@ -1,0 +1,89 @@
+"""Policy of recurrent-state (Mamba / SSM) layers.
+
+A request holds one page: its running state.  Prefix caching keeps
+*checkpoints*: copies of the state after exactly c tokens, saved into fresh
+pages during the step that passes c and cached under the prefix key of c.
+A hit of length c copies the checkpoint into a new running page.
+
+Where checkpoints go (rules.mamba_checkpoints):
+- "jenga": every `interval` tokens, at the end of each prompt and at a
+  branch point (the length other groups already hit, Marconi-style), all
+  rounded down to the hit alignment, so a shared prompt of any length hits;
+- "block": only at multiples of the attention block (vLLM v1), so prompts
+  shorter than a block never hit;
+- "none": never (vLLM v0).
+"""
+
+from __future__ import annotations
+
+from ..pool import PagePool
+from ..reqstate import ActionLog, ReqMem
+from .base import Alloc, Policy
+
+
+class MambaPolicy(Policy):
+    kinds = ("mamba",)
+    recurrent = True
+    align = 16   # set by the manager: lcm of the token groups' page_tokens
+
+    def checkpoints(self, r: ReqMem, start: int, end: int) -> list[int]:
+        mode, a = self.rules.mamba_checkpoints, self.align
+        if mode == "none":
+            return []
+        first = (start // a + 1) * a
+        if mode == "block":
+            return list(range(first, end + 1, a))
+        marks = {r.prompt_len // a * a, r.branch}
+        return [c for c in range(first, end + 1, a) if c % self.mamba_interval == 0 or c in marks]
+
+    def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
+        table = r.tables[self.gid]
+        if not table:
+            page = alloc()
+            if page is None:
+                return False
+            table.append(page)
+            src = r.hit_src.pop(self.gid, None)
+            if src is None:
+                log.zeros.append((self.gid, page))
+            else:
+                log.copies.append((self.gid, src, page))
+        for c in self.checkpoints(r, start, end):
+            key = r.key_at(c)
+            if key is None or pool.lookup(self.gid, key) is not None:
+                continue
+            page = alloc()
+            if page is None:
+                break   # checkpoints are optional: keep the step
+            r.pending[self.gid].append((page, key, -c))
+            log.saves.append((self.gid, c, page))
+        return True
+
+    def longest_hit(self, r: ReqMem, upper: int, pool: PagePool) -> int:
+        if self.rules.mamba_checkpoints == "none":
+            return 0
+        for c in range(upper // self.align * self.align, 0, -self.align):
+            key = r.key_at(c)
+            if key is not None and pool.lookup(self.gid, key) is not None:
+                return c
+        return 0
+
+    def take_hit(self, r: ReqMem, length: int, pool: PagePool, log: ActionLog) -> None:
+        if length == 0:
+            return
+        page = pool.lookup(self.gid, r.key_at(length))
+        pool.incref(self.gid, page)
+        r.pending[self.gid].append((page, None, -length))
+        r.hit_src[self.gid] = page
+
+    def priority(self, r: ReqMem, index: int) -> int:
+        return -r.num_computed
+
+    def needed_units(self, r: ReqMem) -> int:
+        return 1 if r.tables[self.gid] else 0
+
+    def footprint_units(self, context: int, encoder_tokens: int) -> int:
+        return 1
+
+    def footprint_pages(self, context: int, encoder_tokens: int) -> int:
+        return 1

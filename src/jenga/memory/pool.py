@@ -1,0 +1,337 @@
+"""The two-level page pool: large pages carved into per-group small pages.
+
+The pool owns every page's state.  A small page is *free* (ref 0, no key),
+*used* (ref > 0) or *evictable* (ref 0, holds cached content under a key).
+A large page belongs to one group while any of its small pages is not free,
+and returns to the pool the moment all of them are free.
+
+Allocating one small page of group g for an owner tries, in order (Jenga):
+1. a free slot in a large page the owner opened for g;
+2. an empty large page;
+3. evicting the least recently used fully evictable large page;
+4. any free slot of g;
+5. evicting the least recently used evictable small page of g.
+Baselines without request-aware placement try 4, 2, 5, 3.  The `static`
+baseline may only take steps 2 and 3 within its group's share.
+
+Eviction order is by stamp `(time, priority)`, smallest first; the manager
+chooses stamps (see policies).  Heaps are lazy: stale entries are skipped.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+
+from .plan import MemoryPlan
+from .rules import AllocatorRules
+
+Stamp = tuple[int, int]
+
+
+class PagePool:
+    """Page states for every group of one plan.  Mutated only via methods."""
+
+    def __init__(self, plan: MemoryPlan, rules: AllocatorRules) -> None:
+        self.plan, self.rules = plan, rules
+        n, groups = plan.num_large_pages, plan.groups
+        self.per_large = [g.per_large for g in groups]
+        self.large_group: list[int | None] = [None] * n
+        self.large_owner: list[Hashable | None] = [None] * n
+        self.large_used = [0] * n
+        self.large_cached = [0] * n
+        self.large_version = [0] * n
+        self.free_large = list(range(n - 1, -1, -1))  # pop() yields the lowest id
+        self.held = [0] * len(groups)
+        self.ref = [[0] * (n * p) for p in self.per_large]
+        self.key: list[list[Hashable | None]] = [[None] * (n * p) for p in self.per_large]
+        self.stamp: list[list[Stamp]] = [[(0, 0)] * (n * p) for p in self.per_large]
+        self.small_version = [[0] * (n * p) for p in self.per_large]
+        self.free_slots: dict[int, list[int]] = {}
+        self.open_heap: list[list[int]] = [[] for _ in groups]
+        self.owned: dict[Hashable, list[set[int]]] = {}
+        self.cached_heap: list[list] = [[] for _ in groups]
+        self.large_heap: list[list] = [[] for _ in groups]
+        self.cache_map: list[dict[Hashable, int]] = [{} for _ in groups]
+        self.share = list(plan.static_share) if rules.partitioned else None
+        self.evictions = [0] * len(groups)
+        self.n_used = [0] * len(groups)
+        self.n_cached = [0] * len(groups)
+
+    # ----------------------------------------------------------- queries
+    def large_of(self, gid: int, page: int) -> int:
+        return page // self.per_large[gid]
+
+    def is_evictable(self, gid: int, page: int) -> bool:
+        return self.ref[gid][page] == 0 and self.key[gid][page] is not None
+
+    def lookup(self, gid: int, key: Hashable) -> int | None:
+        """Page holding cached content `key` in group gid, or None."""
+        return self.cache_map[gid].get(key)
+
+    def num_free_large(self) -> int:
+        return len(self.free_large)
+
+    def counts(self, gid: int) -> tuple[int, int]:
+        """(used, evictable) small pages of group gid."""
+        return self.n_used[gid], self.n_cached[gid]
+
+    # -------------------------------------------------------- allocation
+    def allocate(self, gid: int, owner: Hashable) -> int | None:
+        """Take one small page of gid for owner (ref 1); None when nothing
+        can be freed.  May evict cached pages (their keys are dropped)."""
+        if self.rules.request_aware:
+            steps = (self._own_slot, self._empty_large, self._evict_large, self._any_slot, self._evict_small)
+        else:
+            steps = (self._any_slot, self._empty_large, self._evict_small, self._evict_large)
+        for step in steps:
+            page = step(gid, owner)
+            if page is not None:
+                self._take(gid, page)
+                return page
+        return None
+
+    def _own_slot(self, gid: int, owner: Hashable) -> int | None:
+        mine = self.owned.get(owner)
+        for lp in sorted(mine[gid] if mine else ()):
+            if self.free_slots.get(lp):
+                return self.free_slots[lp][-1]
+        return None
+
+    def _may_grow(self, gid: int) -> bool:
+        return self.share is None or self.held[gid] < self.share[gid]
+
+    def _empty_large(self, gid: int, owner: Hashable) -> int | None:
+        if not self.free_large or not self._may_grow(gid):
+            return None
+        return self._open_large(self.free_large.pop(), gid, owner)
+
+    def _evict_large(self, gid: int, owner: Hashable) -> int | None:
+        candidates = [gid] if self.share is not None else range(len(self.large_heap))
+        best = None
+        for g in candidates:
+            entry = self._peek_large(g)
+            if entry is not None and (best is None or entry < best):
+                best = entry
+        if best is None:
+            return None
+        _, lp, _ = best
+        heapq.heappop(self.large_heap[self.large_group[lp]])
+        g_old = self.large_group[lp]
+        base = lp * self.per_large[g_old]
+        for page in range(base, base + self.per_large[g_old]):
+            if self.key[g_old][page] is not None:
+                self._drop_key(g_old, page)
+                self._to_free(g_old, page, requeue=False)
+        assert self.large_group[lp] is None and self.free_large[-1] == lp, "evicted large page did not empty"
+        self.free_large.pop()
+        return self._open_large(lp, gid, owner)
+
+    def _any_slot(self, gid: int, owner: Hashable) -> int | None:
+        heap = self.open_heap[gid]
+        while heap:
+            lp = heap[0]
+            if self.large_group[lp] == gid and self.free_slots.get(lp):
+                return self.free_slots[lp][-1]
+            heapq.heappop(heap)
+        return None
+
+    def _evict_small(self, gid: int, owner: Hashable) -> int | None:
+        heap = self.cached_heap[gid]
+        while heap:
+            _, page, ver = heapq.heappop(heap)
+            if ver == self.small_version[gid][page] and self.is_evictable(gid, page):
+                self._drop_key(gid, page)
+                self._to_free(gid, page)
+                if self.large_group[self.large_of(gid, page)] is None:   # its large page emptied
+                    return self._empty_large(gid, owner) if self._may_grow(gid) else None
+                return page
+        return None
+
+    def _open_large(self, lp: int, gid: int, owner: Hashable) -> int:
+        per = self.per_large[gid]
+        self.large_group[lp], self.large_owner[lp] = gid, owner
+        self.held[gid] += 1
+        self.free_slots[lp] = list(range(lp * per + per - 1, lp * per - 1, -1))
+        heapq.heappush(self.open_heap[gid], lp)
+        if owner is not None:
+            self.owned.setdefault(owner, [set() for _ in self.per_large])[gid].add(lp)
+        return self.free_slots[lp][-1]
+
+    def _take(self, gid: int, page: int) -> None:
+        lp = self.large_of(gid, page)
+        assert self.free_slots[lp][-1] == page
+        self.free_slots[lp].pop()
+        self.ref[gid][page] = 1
+        self.n_used[gid] += 1
+        self._set_used(lp, +1)
+
+    # ---------------------------------------------------- ref counting
+    def incref(self, gid: int, page: int) -> None:
+        """Add a reference (a prefix hit); an evictable page becomes used."""
+        if self.ref[gid][page] == 0:
+            if self.key[gid][page] is None:
+                raise ValueError(f"group {gid} page {page} is free; cannot share it")
+            lp = self.large_of(gid, page)
+            self.large_cached[lp] -= 1
+            self.n_cached[gid] -= 1
+            self.n_used[gid] += 1
+            self.small_version[gid][page] += 1
+            self._set_used(lp, +1)
+        self.ref[gid][page] += 1
+
+    def release(self, gid: int, page: int, stamp: Stamp) -> None:
+        """Drop one reference.  At zero the page becomes evictable with
+        `stamp` if it holds cached content, otherwise free."""
+        if self.ref[gid][page] <= 0:
+            raise ValueError(f"group {gid} page {page} released more often than taken")
+        self.ref[gid][page] -= 1
+        if self.ref[gid][page]:
+            return
+        lp = self.large_of(gid, page)
+        self.large_used[lp] -= 1
+        self.n_used[gid] -= 1
+        if self.key[gid][page] is None:
+            self.free_slots[lp].append(page)
+            self._after_free_slot(gid, lp)
+            if self.large_group[lp] is not None:
+                self._maybe_fully_evictable(lp)
+            return
+        self.stamp[gid][page] = stamp
+        self.small_version[gid][page] += 1
+        self.large_cached[lp] += 1
+        self.n_cached[gid] += 1
+        heapq.heappush(self.cached_heap[gid], (stamp, page, self.small_version[gid][page]))
+        self._maybe_fully_evictable(lp)
+
+    def set_key(self, gid: int, page: int, key: Hashable) -> bool:
+        """Record that used `page` holds content `key`.  Returns False (and
+        records nothing) when another page already holds that key."""
+        if self.ref[gid][page] <= 0:
+            raise ValueError(f"group {gid} page {page} is not in use")
+        if self.key[gid][page] is not None or key in self.cache_map[gid]:
+            return self.cache_map[gid].get(key) == page
+        self.key[gid][page] = key
+        self.cache_map[gid][key] = page
+        return True
+
+    def drop_owner(self, owner: Hashable) -> None:
+        """The owner ended: its large pages no longer prefer it."""
+        for lps in self.owned.pop(owner, ()):
+            for lp in lps:
+                if self.large_owner[lp] == owner:
+                    self.large_owner[lp] = None
+
+    def evict_all(self) -> int:
+        """Drop every evictable page's content (prefix-cache reset); returns
+        how many pages were dropped."""
+        dropped = 0
+        for gid in range(len(self.per_large)):
+            for page in list(self.cache_map[gid].values()):
+                if self.is_evictable(gid, page):
+                    self._drop_key(gid, page)
+                    self._to_free(gid, page)
+                    dropped += 1
+            self.cached_heap[gid].clear()
+        return dropped
+
+    # --------------------------------------------------------- internals
+    def _set_used(self, lp: int, delta: int) -> None:
+        was_idle = self.large_used[lp] == 0
+        self.large_used[lp] += delta
+        if was_idle and self.large_used[lp] > 0:
+            self.large_version[lp] += 1   # no longer fully evictable
+
+    def _drop_key(self, gid: int, page: int) -> None:
+        del self.cache_map[gid][self.key[gid][page]]
+        self.key[gid][page] = None
+        self.small_version[gid][page] += 1
+        self.evictions[gid] += 1
+
+    def _to_free(self, gid: int, page: int, requeue: bool = True) -> None:
+        """An evictable page whose key was just dropped becomes free;
+        `requeue` re-files its large page for whole-page eviction."""
+        lp = self.large_of(gid, page)
+        self.large_cached[lp] -= 1
+        self.n_cached[gid] -= 1
+        self.free_slots[lp].append(page)
+        self.large_version[lp] += 1
+        self._after_free_slot(gid, lp)
+        if requeue and self.large_group[lp] is not None:
+            self._maybe_fully_evictable(lp)
+
+    def _after_free_slot(self, gid: int, lp: int) -> None:
+        slots = self.free_slots[lp]
+        if len(slots) == self.per_large[gid]:   # wholly free: back to the pool
+            del self.free_slots[lp]
+            owner = self.large_owner[lp]
+            if owner is not None and owner in self.owned:
+                self.owned[owner][gid].discard(lp)
+            self.large_group[lp] = self.large_owner[lp] = None
+            self.held[gid] -= 1
+            self.large_version[lp] += 1
+            self.free_large.append(lp)
+            return
+        if len(slots) == 1:
+            heapq.heappush(self.open_heap[gid], lp)
+
+    def _maybe_fully_evictable(self, lp: int) -> None:
+        if self.large_used[lp] or not self.large_cached[lp]:
+            return
+        gid = self.large_group[lp]
+        per = self.per_large[gid]
+        latest = max(self.stamp[gid][p] for p in range(lp * per, lp * per + per)
+                     if self.key[gid][p] is not None)
+        self.large_version[lp] += 1
+        heapq.heappush(self.large_heap[gid], (latest, lp, self.large_version[lp]))
+
+    def _peek_large(self, gid: int):
+        heap = self.large_heap[gid]
+        while heap:
+            _, lp, ver = heap[0]
+            if ver == self.large_version[lp] and self.large_group[lp] == gid \
+                    and self.large_used[lp] == 0 and self.large_cached[lp] > 0:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    # -------------------------------------------------------- invariants
+    def check_invariants(self, refs: list[dict[int, int]]) -> None:
+        """Assert the pool agrees with `refs` (gid -> page -> references
+        the manager's requests hold) and with itself: every large page is
+        free or in exactly one group; its used / evictable / free small
+        pages add up; the cache index and keys agree; nothing leaks."""
+        n = len(self.large_group)
+        assert sorted(self.free_large) == [lp for lp in range(n) if self.large_group[lp] is None], \
+            "free large-page list disagrees with large-page owners"
+        assert len(set(self.free_large)) == len(self.free_large), "large page freed twice"
+        for gid, per in enumerate(self.per_large):
+            assert self.held[gid] == sum(1 for g in self.large_group if g == gid), f"group {gid}: held count"
+            if self.share is not None:
+                assert self.held[gid] <= self.share[gid], f"group {gid} exceeds its static share"
+            for key, page in self.cache_map[gid].items():
+                assert self.key[gid][page] == key, f"group {gid}: cache index points to page {page} wrongly"
+            used = cached = 0
+            for page in range(n * per):
+                lp, ref, key = page // per, self.ref[gid][page], self.key[gid][page]
+                assert ref == refs[gid].get(page, 0), \
+                    f"group {gid} page {page}: ref {ref} but requests hold {refs[gid].get(page, 0)}"
+                if self.large_group[lp] != gid:
+                    assert ref == 0 and key is None, f"group {gid} page {page} lives in a foreign large page"
+                    continue
+                used += ref > 0
+                cached += ref == 0 and key is not None
+            assert (used, cached) == (self.n_used[gid], self.n_cached[gid]), f"group {gid}: counters drifted"
+        for lp in range(n):
+            gid = self.large_group[lp]
+            if gid is None:
+                assert lp not in self.free_slots, f"free large page {lp} still has slots"
+                continue
+            per = self.per_large[gid]
+            pages = range(lp * per, lp * per + per)
+            used = sum(1 for p in pages if self.ref[gid][p] > 0)
+            cached = sum(1 for p in pages if self.ref[gid][p] == 0 and self.key[gid][p] is not None)
+            free = sorted(p for p in pages if self.ref[gid][p] == 0 and self.key[gid][p] is None)
+            assert (used, cached) == (self.large_used[lp], self.large_cached[lp]), f"large page {lp}: counts"
+            assert sorted(self.free_slots[lp]) == free, f"large page {lp}: free-slot list"
+            assert used + cached > 0, f"large page {lp} is wholly free but not returned to the pool"

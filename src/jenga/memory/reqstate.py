@@ -1,0 +1,81 @@
+"""ReqMem: what the memory manager remembers about one request.
+
+Policies read and update it; nothing outside memory/ sees it.  `tokens` is
+the scheduler's live list of prompt + output ids (shared by reference), so
+block hashes extend as tokens are appended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .hashing import BlockHasher
+from .types import ImageRef
+
+
+@dataclass(frozen=True)
+class StepActions:
+    """What the runner must do for one request this step, beyond attention:
+    copies (gid, src, dst) and zeros (gid, page) before the forward, state
+    saves (gid, position, page) during it, images whose encoder runs."""
+
+    copies: tuple[tuple[int, int, int], ...] = ()
+    zeros: tuple[tuple[int, int], ...] = ()
+    saves: tuple[tuple[int, int, int], ...] = ()
+    encoder_runs: tuple[int, ...] = ()
+
+
+@dataclass
+class ActionLog:
+    """Mutable collector the policies append to while allocating."""
+
+    copies: list[tuple[int, int, int]] = field(default_factory=list)
+    zeros: list[tuple[int, int]] = field(default_factory=list)
+    saves: list[tuple[int, int, int]] = field(default_factory=list)
+    encoder_runs: set[int] = field(default_factory=set)
+    now: int = 0
+
+    def freeze(self) -> StepActions:
+        return StepActions(tuple(self.copies), tuple(self.zeros), tuple(self.saves),
+                           tuple(sorted(self.encoder_runs)))
+
+
+@dataclass(eq=False)
+class ReqMem:
+    """Per-request memory state.
+
+    tables[g]: group g's page table (NO_PAGE = -1 for released entries).
+    cached_upto[g]: table entries before this index have been offered to the
+        prefix cache.  pending[g]: pages held only until the step finishes
+        (checkpoint pages being written, copy sources), as (page, key|None,
+        priority).  released_upto[g]: entries before it left scope.
+    alloc_end: end of the tokens the last allocation made room for.
+    hit_src[g]: cached recurrent state to copy into a fresh running page.
+    image_time[k]: when image k's encoder state was loaded (its pages share
+        this eviction time so an image is evicted whole).
+    branch: a position where a recurrent-state checkpoint should be saved
+        because other groups already hit that far (Marconi-style).
+    """
+
+    req_id: str
+    tokens: list[int]
+    prompt_len: int
+    images: tuple[ImageRef, ...]
+    hasher: BlockHasher
+    tables: list[list[int]]
+    cached_upto: list[int]
+    pending: list[list[tuple[int, int | None, int]]]
+    released_upto: list[int]
+    num_computed: int = 0
+    alloc_end: int = 0
+    branch: int = 0
+    hit_src: dict[int, int] = field(default_factory=dict)
+    image_time: dict[int, int] = field(default_factory=dict)
+    table_cache: tuple | None = None
+
+    def hashes(self) -> list[int]:
+        return self.hasher.update(self.tokens, len(self.tokens))
+
+    def key_at(self, position: int) -> int | None:
+        self.hasher.update(self.tokens, min(position, len(self.tokens)))
+        return self.hasher.key_at(position)

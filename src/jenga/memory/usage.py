@@ -1,0 +1,42 @@
+"""Named memory-usage results (for metrics, the simulator and tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GroupUsage:
+    """One group: bytes in pages held by requests, in evictable cached
+    pages, and of state running requests still need (token granular)."""
+
+    gid: int
+    label: str
+    used_bytes: int
+    cached_bytes: int
+    needed_bytes: int
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    pool_bytes: int
+    free_bytes: int
+    free_large_pages: int
+    per_group: tuple[GroupUsage, ...]
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(g.used_bytes for g in self.per_group)
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(g.cached_bytes for g in self.per_group)
+
+    @property
+    def needed_bytes(self) -> int:
+        return sum(g.needed_bytes for g in self.per_group)
+
+    @property
+    def utilisation(self) -> float:
+        """Bytes holding state a request still needs / pool bytes."""
+        return self.needed_bytes / self.pool_bytes if self.pool_bytes else 0.0

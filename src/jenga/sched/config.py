@@ -1,0 +1,33 @@
+"""Scheduler configuration (frozen, validated; the CLI is built from it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Knobs of the continuous-batching scheduler (names as in vLLM).
+
+    max_num_batched_tokens: token budget of one step.
+    max_num_seqs: most requests running at once.
+    enable_chunked_prefill: split long prompts over several steps; when off, a
+        prompt is prefilled whole (and must fit the token budget).
+    enable_prefix_caching: look up cached prefixes at admission.
+    mamba_checkpoint_interval: tokens between cached recurrent-state
+        checkpoints (states are also saved at prompt ends and branch points).
+    max_waiting: most requests queued; add_request raises QueueFull beyond.
+    """
+
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 256
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    mamba_checkpoint_interval: int = 512
+    max_waiting: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_batched_tokens", "max_num_seqs", "mamba_checkpoint_interval", "max_waiting"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")

@@ -1,0 +1,229 @@
+"""The continuous-batching scheduler (vLLM-v1 style) over a MemoryManager.
+
+Each `schedule()` spends a token budget: running requests first (decodes and
+the rest of chunked prefills, in arrival order), then waiting requests in
+order, each admitted with its prefix hit.  When the manager cannot make
+room for a running request, the most recently admitted running request is
+preempted (its pages freed; it is recomputed later, its prefix cache hits
+permitting).  `update()` applies a StepResult: commits the computed tokens,
+appends sampled tokens and ends requests on eos, stop tokens, max_tokens or
+the context limit.  A request that cannot fit even alone is ended with
+FinishReason.ERROR instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ..memory.manager import MemoryManager
+from .config import SchedulerConfig
+from .request import FinishReason, Request, Status
+from .stats import SchedulerStats
+from .step import PageCopy, SeqStep, StateSave, StepPlan, StepResult
+
+
+class QueueFull(RuntimeError):
+    """The waiting queue is at max_waiting; retry later."""
+
+
+@dataclass(frozen=True)
+class RequestUpdate:
+    """What one step did to one request: tokens it gained, and whether and
+    why it finished."""
+
+    req_id: str
+    new_token_ids: tuple[int, ...]
+    finished: bool
+    finish_reason: FinishReason | None
+    num_cached_tokens: int = 0
+
+
+class Scheduler:
+    """Decides, each step, which tokens of which requests run."""
+
+    def __init__(self, config: SchedulerConfig, manager: MemoryManager, *, max_model_len: int) -> None:
+        if max_model_len <= 1:
+            raise ValueError(f"max_model_len must be > 1, got {max_model_len}")
+        self.config, self.manager, self.max_model_len = config, manager, max_model_len
+        self.requests: dict[str, Request] = {}
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.stats = SchedulerStats(num_groups=len(manager.plan.groups))
+        self._finished_ids: list[str] = []
+        self._errors: list[RequestUpdate] = []
+        self._step = 0
+
+    # ------------------------------------------------------------ requests
+    def add_request(self, req: Request) -> None:
+        """Queue a request.  Raises ValueError if it can never run (too long,
+        larger than the whole pool, duplicate id) and QueueFull when the
+        queue is at its limit."""
+        if req.req_id in self.requests:
+            raise ValueError(f"request id {req.req_id!r} is already in use")
+        if req.prompt_len >= self.max_model_len:
+            raise ValueError(f"prompt has {req.prompt_len} tokens but the model's context is "
+                             f"{self.max_model_len} (prompt + at least one output token must fit)")
+        if not self.config.enable_chunked_prefill and req.prompt_len > self.config.max_num_batched_tokens:
+            raise ValueError(f"prompt has {req.prompt_len} tokens, more than max_num_batched_tokens="
+                             f"{self.config.max_num_batched_tokens} with chunked prefill disabled")
+        total = min(req.prompt_len + req.params.max_tokens, self.max_model_len)
+        if not self.manager.fits_alone(total, req.num_encoder_tokens):
+            raise ValueError(f"request needs more KV memory ({total} tokens) than the whole pool "
+                             f"({self.manager.plan.pool_bytes} bytes); raise the KV budget or lower max_tokens")
+        if len(self.waiting) >= self.config.max_waiting:
+            raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+        self.manager.add(req.req_id, req.all_token_ids, req.prompt_len, req.images, req.cache_salt)
+        self.requests[req.req_id] = req
+        self.waiting.append(req)
+
+    def finish_request(self, req_id: str, reason: FinishReason) -> bool:
+        """End a request now (abort, stop string).  Returns False if unknown."""
+        req = self.requests.get(req_id)
+        if req is None:
+            return False
+        if req in self.running:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)
+        self._finish(req, reason)
+        return True
+
+    def _finish(self, req: Request, reason: FinishReason) -> None:
+        req.status, req.finish_reason = Status.FINISHED, reason
+        self.manager.remove(req.req_id)
+        del self.requests[req.req_id]
+        self._finished_ids.append(req.req_id)
+        self.stats.num_finished += 1
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    # ------------------------------------------------------------ schedule
+    def schedule(self) -> StepPlan:
+        """Choose this step's work and take its pages; see module doc."""
+        self.manager.tick()
+        self._step += 1
+        budget = self.config.max_num_batched_tokens
+        chosen: list[tuple[Request, int, int, object]] = []
+        preempted = False
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            start = req.num_computed
+            n = min(req.num_tokens - start, budget)
+            actions = self.manager.allocate(req.req_id, start, start + n)
+            while actions is None:
+                victim = self.running[-1]
+                self._preempt(victim)
+                preempted = True
+                if victim is req:
+                    break
+                actions = self.manager.allocate(req.req_id, start, start + n)
+            if actions is None:
+                if not self.running:   # it could not fit even alone
+                    self._error(req)
+                continue
+            chosen.append((req, start, start + n, actions))
+            budget -= n
+            i += 1
+        self.stats.waiting_for_memory = False
+        if not preempted:
+            budget = self._admit(budget, chosen)
+        self.stats.num_running, self.stats.num_waiting = len(self.running), len(self.waiting)
+        return self._build_plan(chosen)
+
+    def _admit(self, budget: int, chosen: list) -> int:
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            req = self.waiting[0]
+            first_time = req.status is Status.WAITING
+            hit = self.manager.lookup(req.req_id) if self.config.enable_prefix_caching else None
+            start = hit.num_tokens if hit else 0
+            n = req.num_tokens - start
+            if n > budget:
+                if not self.config.enable_chunked_prefill:
+                    break
+                n = budget
+            actions = self.manager.allocate(req.req_id, start, start + n, hit_tokens=start)
+            if actions is None:
+                if not self.running and not chosen:
+                    self._error(req)
+                    continue
+                self.stats.waiting_for_memory = True
+                break
+            self.waiting.popleft()
+            req.status, req.num_computed = Status.RUNNING, start
+            if first_time:
+                req.num_cached = start
+                self.stats.record_admission(req.prompt_len, hit)
+            self.running.append(req)
+            chosen.append((req, start, start + n, actions))
+            budget -= n
+        return budget
+
+    def _preempt(self, req: Request) -> None:
+        self.running.remove(req)
+        self.manager.release(req.req_id)
+        req.status, req.num_computed = Status.PREEMPTED, 0
+        req.num_preemptions += 1
+        self.stats.num_preemptions += 1
+        self.waiting.appendleft(req)
+
+    def _error(self, req: Request) -> None:
+        if req in self.running:
+            self.running.remove(req)
+        if req in self.waiting:
+            self.waiting.remove(req)
+        self._finish(req, FinishReason.ERROR)
+        self._errors.append(RequestUpdate(req.req_id, (), True, FinishReason.ERROR))
+
+    def _build_plan(self, chosen: list) -> StepPlan:
+        seqs, copies, zeros = [], [], []
+        for req, start, end, act in chosen:
+            seqs.append(SeqStep(
+                req.req_id, tuple(req.all_token_ids[start:end]), start,
+                self.manager.page_tables(req.req_id), end == req.num_tokens, req.params,
+                req.prompt_len, req.images, act.encoder_runs,
+                tuple(StateSave(g, pos, page) for g, pos, page in act.saves)))
+            copies += [PageCopy(g, s, d) for g, s, d in act.copies]
+            zeros += act.zeros
+        finished, self._finished_ids = tuple(self._finished_ids), []
+        return StepPlan(self._step, tuple(seqs), tuple(copies), tuple(zeros), finished)
+
+    # -------------------------------------------------------------- update
+    def update(self, plan: StepPlan, result: StepResult, now: float = 0.0) -> list[RequestUpdate]:
+        """Apply a step's result; returns one update per request touched
+        (plus requests ended with an error while scheduling)."""
+        out, self._errors = self._errors, []
+        for seq in plan.seqs:
+            req = self.requests.get(seq.req_id)
+            if req is None or req.status is not Status.RUNNING:
+                continue   # aborted or preempted since the plan was made
+            self.manager.commit(req.req_id, seq.end)
+            req.num_computed = seq.end
+            appended: list[int] = []
+            reason = None
+            for tok in result.sampled.get(seq.req_id, ()) if seq.sample else ():
+                req.append_output(tok)
+                appended.append(tok)
+                reason = self._stop_reason(req, tok)
+                if reason is not None:
+                    break
+            new = tuple(appended)
+            if new and req.first_token_time is None:
+                req.first_token_time = now
+            if reason is not None:
+                req.finish_time = now
+                self.running.remove(req)
+                self._finish(req, reason)
+            out.append(RequestUpdate(req.req_id, new, reason is not None, reason, req.num_cached))
+        return out
+
+    def _stop_reason(self, req: Request, tok: int) -> FinishReason | None:
+        p = req.params
+        if req.num_output >= p.min_tokens:
+            if (not p.ignore_eos and tok == req.eos_token_id) or tok in p.stop_token_ids:
+                return FinishReason.STOP
+        if req.num_output >= p.max_tokens or req.num_tokens >= self.max_model_len:
+            return FinishReason.LENGTH
+        return None

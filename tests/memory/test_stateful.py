@@ -1,0 +1,103 @@
+"""Property-based test: random admit / grow / lookup / free / evict sequences
+on random mixed-kind plans keep every invariant, and once every request ends
+and the cache is cleared, every large page is free again."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from helpers import CHUNK8, CROSS, FULL, MAMBA, SLIDE8, VISION, tiny_plan
+from jenga.memory.manager import MemoryManager
+from jenga.memory.types import ImageRef
+
+KIND_SETS = [
+    [(FULL, 1, 4), (SLIDE8, 2, 4)],
+    [(FULL, 1, 4), (MAMBA, 2, 1)],
+    [(FULL, 2, 4), (CHUNK8, 1, 4), (SLIDE8, 1, 8)],
+    [(FULL, 1, 4), (CROSS, 1, 1)],
+    [(FULL, 1, 4), (VISION, 1, 4), (SLIDE8, 1, 4)],
+    [(FULL, 1, 4), (SLIDE8, 1, 4), (MAMBA, 1, 1), (VISION, 1, 4)],
+]
+
+
+class ManagerMachine(RuleBasedStateMachine):
+    @initialize(kinds=st.sampled_from(KIND_SETS), num_large=st.integers(4, 40),
+                allocator=st.sampled_from(["jenga", "uniform", "max-page", "static"]),
+                caching=st.booleans())
+    def setup(self, kinds, num_large, allocator, caching):
+        share = ()
+        if allocator == "static":
+            share = tuple([num_large // len(kinds)] * (len(kinds) - 1))
+            share += (num_large - sum(share),)
+        self.m = MemoryManager(tiny_plan(kinds, num_large, allocator, static_share=share),
+                               enable_prefix_caching=caching, mamba_interval=8)
+        self.live: dict[str, list[int]] = {}
+        self.n = 0
+
+    @rule(prefix=st.integers(0, 3), extra=st.integers(1, 30), image=st.booleans())
+    def admit(self, prefix, extra, image):
+        tokens = [7] * (prefix * 6) + [self.n * 100 + i for i in range(extra)]
+        images = (ImageRef(min(2, len(tokens) - 1), 5, f"img{prefix}"),) if image else ()
+        rid = f"r{self.n}"
+        self.n += 1
+        self.m.add(rid, tokens, len(tokens), images)
+        hit = self.m.lookup(rid)
+        assert hit.num_tokens < len(tokens)
+        end = min(len(tokens), hit.num_tokens + 12)
+        if self.m.allocate(rid, hit.num_tokens, end, hit_tokens=hit.num_tokens) is None:
+            self.m.remove(rid)
+            return
+        self.m.commit(rid, end)
+        self.live[rid] = tokens
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data(), grow=st.integers(1, 9), abort_mid_step=st.booleans())
+    def step(self, data, grow, abort_mid_step):
+        rid = data.draw(st.sampled_from(sorted(self.live)))
+        r, tokens = self.m.reqs[rid], self.live[rid]
+        start = r.num_computed
+        while len(tokens) < start + grow:
+            tokens.append(len(tokens) % 5)
+        if self.m.allocate(rid, start, start + grow) is None:
+            self.m.release(rid)   # preempt
+            self.m.remove(rid)
+            del self.live[rid]
+            return
+        if abort_mid_step:   # the client left while the step ran
+            self.m.check_invariants()
+            self.m.remove(rid)
+            del self.live[rid]
+            return
+        self.m.commit(rid, start + grow)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def finish(self, data):
+        rid = data.draw(st.sampled_from(sorted(self.live)))
+        self.m.remove(rid)
+        del self.live[rid]
+
+    @rule()
+    def reset_cache(self):
+        self.m.reset_prefix_cache()
+
+    @invariant()
+    def invariants_hold(self):
+        if hasattr(self, "m"):
+            self.m.check_invariants()
+
+    def teardown(self):
+        if not hasattr(self, "m"):
+            return
+        for rid in list(self.live):
+            self.m.remove(rid)
+        self.m.reset_prefix_cache()
+        self.m.check_invariants()
+        assert self.m.pool.num_free_large() == self.m.plan.num_large_pages, "pages leaked"
+
+
+TestManagerMachine = ManagerMachine.TestCase
+TestManagerMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None,
+                                       suppress_health_check=[HealthCheck.too_slow])
