@@ -77,7 +77,8 @@ class FullPolicy(Policy):
             return 0
         runs = self._cached_run(r, upper, pool)
         for k in range(len(runs), 0, -1):
-            need = k - self.first_needed(k * self.P) // self.P
+            # the page ending at the hit must be cached, plus those in scope
+            need = max(1, k - self.first_needed(k * self.P) // self.P)
             if runs[k - 1] >= need:
                 return k * self.P
         return 0
