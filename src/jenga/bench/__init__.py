@@ -1,0 +1,1 @@
+"""bench/: benchmark drivers that print and record measured results."""

@@ -1,0 +1,1 @@
+"""Implementations of the `jenga` subcommands that have no other home."""

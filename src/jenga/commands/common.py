@@ -1,0 +1,29 @@
+"""Helpers shared by subcommands: resolve a model name and a KV budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..memory.spec import ModelShape
+
+
+def resolve_shape(name: str) -> ModelShape:
+    """A preset name, or a path to a config.json or a model folder."""
+    from ..memory.shapes.hf import shape_from_path
+    from ..memory.shapes.presets import get_preset
+
+    if Path(name).exists():
+        return shape_from_path(name)
+    return get_preset(name)
+
+
+def split_allocators(text: str) -> list[str]:
+    from ..memory.plan import ALLOCATORS
+
+    names = [a.strip() for a in text.split(",") if a.strip()]
+    for a in names:
+        if a not in ALLOCATORS:
+            raise ValueError(f"unknown allocator {a!r}; choose from {', '.join(ALLOCATORS)}")
+    if not names:
+        raise ValueError("--allocator needs at least one allocator")
+    return names

@@ -1,0 +1,81 @@
+"""`jenga plan`: groups, pages and LCM of a model, and what one request costs
+under each allocator (bytes held, waste against the ideal, how many fit)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from ..memory.footprint import ideal_bytes, request_footprint
+from .common import resolve_shape, split_allocators
+
+
+def compute(model: str, context: int | None = None, image_tokens: int | None = None, gpu: str = "H100",
+            tp: int = 1, kv_bytes: int | None = None, page_tokens: int = 16,
+            allocators: str = "jenga,max-page,static,uniform") -> dict:
+    """The report `jenga plan` prints, as a dict (see module doc)."""
+    from ..memory.planner import build_plan
+    from ..sim.simulate import default_kv_budget
+
+    shape = resolve_shape(model)
+    context = shape.max_context if context is None else context
+    image_tokens = shape.image_tokens_per_image if image_tokens is None else image_tokens
+    if context <= 0 or context > shape.max_context:
+        raise ValueError(f"--context must be in [1, {shape.max_context}] for {shape.name}, got {context}")
+    if image_tokens < 0:
+        raise ValueError(f"--image-tokens must be >= 0, got {image_tokens}")
+    budget = kv_bytes if kv_bytes is not None else default_kv_budget(shape, gpu, tp)
+    names = split_allocators(allocators)
+    plans = {a: build_plan(shape, budget, allocator=a, page_tokens=page_tokens) for a in names}
+    reference = plans.get("jenga") or build_plan(shape, budget, allocator="jenga", page_tokens=page_tokens)
+    ideal = ideal_bytes(reference, context, image_tokens)
+    rows = {a: request_footprint(p, context, image_tokens, ideal) for a, p in plans.items()}
+    base = rows.get("jenga")
+    return {
+        "model": shape.name, "source": shape.source, "context": context, "image_tokens": image_tokens,
+        "kv_budget_bytes": budget,
+        "layers": _layer_counts(shape),
+        "plans": {a: {"large_page_bytes": p.large_page_bytes, "num_large_pages": p.num_large_pages,
+                      "groups": [{"gid": g.gid, "kind": g.spec.describe(), "layers": len(g.layers),
+                                  "page_tokens": g.page_tokens, "small_page_bytes": g.small_page_bytes,
+                                  "padding_bytes": g.padding_bytes, "per_large": g.per_large}
+                                 for g in p.groups],
+                      "choices": list(p.choices)} for a, p in plans.items()},
+        "requests": {a: {**asdict(f), "waste": f.waste,
+                         "fit_vs_jenga": (f.max_concurrent / base.max_concurrent) if base and base.max_concurrent else None}
+                     for a, f in rows.items()},
+    }
+
+
+def _layer_counts(shape) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for spec in shape.layers:
+        counts[spec.describe()] = counts.get(spec.describe(), 0) + 1
+    return counts
+
+
+def render(rep: dict) -> str:
+    lines = [f"{rep['model']}  ({rep['source']})",
+             f"request: {rep['context']} tokens + {rep['image_tokens']} image tokens; "
+             f"KV budget {rep['kv_budget_bytes'] / 2**30:.2f} GiB",
+             "layers: " + ", ".join(f"{n} x {k}" for k, n in rep["layers"].items()), ""]
+    for a, p in rep["plans"].items():
+        lines.append(f"[{a}] large page {p['large_page_bytes']:,} B x {p['num_large_pages']:,}")
+        for g in p["groups"]:
+            lines.append(f"    group {g['gid']}: {g['kind']:<22} {g['layers']:>3} layers  {g['page_tokens']:>5} tok/page  "
+                         f"small page {g['small_page_bytes']:>12,} B  padding {g['padding_bytes']:,} B  "
+                         f"{g['per_large']} per large")
+        lines += [f"    note: {c}" for c in p["choices"]]
+    lines += ["", f"{'allocator':<10} {'bytes/request':>16} {'ideal':>16} {'waste':>8} {'fit':>8} {'fit vs jenga':>13}"]
+    for a, r in rep["requests"].items():
+        ratio = f"{r['fit_vs_jenga']:.2f}x" if r["fit_vs_jenga"] is not None else "-"
+        lines.append(f"{a:<10} {r['allocated_bytes']:>16,} {r['ideal_bytes']:>16,} {100 * r['waste']:>7.2f}% "
+                     f"{r['max_concurrent']:>8,} {ratio:>13}")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    rep = compute(args.model, args.context, args.image_tokens, args.gpu, args.tp, args.kv_bytes,
+                  args.page_tokens, args.allocator)
+    print(json.dumps(rep, indent=2) if args.json else render(rep))
+    return 0
