@@ -26,6 +26,8 @@ from .rules import AllocatorRules
 from .types import ImageRef, PrefixHit
 from .usage import GroupUsage, MemoryUsage
 
+NOTHING = StepActions()
+
 
 class MemoryManager:
     """Pages for requests under one MemoryPlan (see module doc)."""
@@ -81,7 +83,7 @@ class MemoryManager:
         r.tables = [p.init_table(r) for p in self.policies]
         r.hit_src.clear()
         r.num_computed = r.alloc_end = r.branch = 0
-        r.table_cache = None
+        self._refresh(r)
         self.pool.drop_owner(req_id)
 
     def remove(self, req_id: str) -> None:
@@ -126,6 +128,9 @@ class MemoryManager:
         r = self.reqs[req_id]
         if not 0 <= start < end <= len(r.tokens) + 1:
             raise ValueError(f"bad token range [{start}, {end}) for request {req_id!r}")
+        if not hit_tokens and end <= r.grow_at:
+            r.alloc_end = end
+            return NOTHING
         log = ActionLog(now=self.clock)
         snaps = [p.snapshot(r) for p in self.policies]
         old = r.num_computed
@@ -143,7 +148,7 @@ class MemoryManager:
                 r.num_computed = old
                 return None
         r.alloc_end = end
-        r.table_cache = None
+        self._refresh(r)
         return log.freeze()
 
     def commit(self, req_id: str, num_computed: int) -> None:
@@ -151,7 +156,9 @@ class MemoryManager:
         complete pages and checkpoints to the cache, drop pages held for the
         step only, and release pages no future token needs."""
         r = self.reqs[req_id]
-        r.num_computed = num_computed
+        if num_computed < r.commit_at and not any(r.pending):
+            r.num_computed = num_computed
+            return
         for p in self.policies:
             table = r.tables[p.gid]
             for i, key in p.cacheable(r, num_computed):
@@ -165,7 +172,14 @@ class MemoryManager:
             for i in p.out_of_scope(r, num_computed):
                 self.pool.release(p.gid, table[i], self._stamp(p, r, i))
                 table[i] = NO_PAGE
+        r.num_computed = num_computed
+        self._refresh(r)
+
+    def _refresh(self, r: ReqMem) -> None:
+        """Tables changed: drop the cached tuple, re-read the thresholds."""
         r.table_cache = None
+        r.grow_at = min(p.grow_threshold(r) for p in self.policies)
+        r.commit_at = min(p.commit_threshold(r) for p in self.policies)
 
     def _stamp(self, p, r: ReqMem, index: int) -> tuple[int, int]:
         return p.release_time(r, index, self.clock), self._prio(p.priority(r, index))

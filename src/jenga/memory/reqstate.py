@@ -72,6 +72,8 @@ class ReqMem:
     hit_src: dict[int, int] = field(default_factory=dict)
     image_time: dict[int, int] = field(default_factory=dict)
     table_cache: tuple | None = None
+    grow_at: float = -1     # a step ending at or below this needs no pages
+    commit_at: float = 0    # a commit below this has nothing to do
 
     def hashes(self) -> list[int]:
         return self.hasher.update(self.tokens, len(self.tokens))

@@ -14,7 +14,7 @@ FinishReason.ERROR instead of waiting forever.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..memory.manager import MemoryManager
 from .config import SchedulerConfig
@@ -27,10 +27,10 @@ class QueueFull(RuntimeError):
     """The waiting queue is at max_waiting; retry later."""
 
 
-@dataclass(frozen=True)
-class RequestUpdate:
+class RequestUpdate(NamedTuple):
     """What one step did to one request: tokens it gained, and whether and
-    why it finished."""
+    why it finished (immutable; a NamedTuple because one is built per
+    request per step)."""
 
     req_id: str
     new_token_ids: tuple[int, ...]
@@ -107,12 +107,12 @@ class Scheduler:
         budget = self.config.max_num_batched_tokens
         chosen: list[tuple[Request, int, int, object]] = []
         preempted = False
-        i = 0
-        while i < len(self.running) and budget > 0:
-            req = self.running[i]
+        i, running, allocate = 0, self.running, self.manager.allocate
+        while i < len(running) and budget > 0:
+            req = running[i]
             start = req.num_computed
-            n = min(req.num_tokens - start, budget)
-            actions = self.manager.allocate(req.req_id, start, start + n)
+            n = min(len(req.all_token_ids) - start, budget)
+            actions = allocate(req.req_id, start, start + n)
             while actions is None:
                 victim = self.running[-1]
                 self._preempt(victim)
@@ -179,14 +179,16 @@ class Scheduler:
 
     def _build_plan(self, chosen: list) -> StepPlan:
         seqs, copies, zeros = [], [], []
+        tables = self.manager.page_tables
         for req, start, end, act in chosen:
-            seqs.append(SeqStep(
-                req.req_id, tuple(req.all_token_ids[start:end]), start,
-                self.manager.page_tables(req.req_id), end == req.num_tokens, req.params,
-                req.prompt_len, req.images, act.encoder_runs,
-                tuple(StateSave(g, pos, page) for g, pos, page in act.saves)))
-            copies += [PageCopy(g, s, d) for g, s, d in act.copies]
-            zeros += act.zeros
+            saves = tuple(StateSave(*x) for x in act.saves) if act.saves else ()
+            seqs.append(SeqStep(req.req_id, tuple(req.all_token_ids[start:end]), start, tables(req.req_id),
+                                end == len(req.all_token_ids), req.params, req.prompt_len, req.images,
+                                act.encoder_runs, saves))
+            if act.copies:
+                copies += [PageCopy(*x) for x in act.copies]
+            if act.zeros:
+                zeros += act.zeros
         finished, self._finished_ids = tuple(self._finished_ids), []
         return StepPlan(self._step, tuple(seqs), tuple(copies), tuple(zeros), finished)
 
@@ -195,23 +197,26 @@ class Scheduler:
         """Apply a step's result; returns one update per request touched
         (plus requests ended with an error while scheduling)."""
         out, self._errors = self._errors, []
+        sampled, requests, commit = result.sampled, self.requests, self.manager.commit
         for seq in plan.seqs:
-            req = self.requests.get(seq.req_id)
+            req = requests.get(seq.req_id)
             if req is None or req.status is not Status.RUNNING:
                 continue   # aborted or preempted since the plan was made
-            self.manager.commit(req.req_id, seq.end)
-            req.num_computed = seq.end
-            appended: list[int] = []
+            end = seq.start + len(seq.token_ids)
+            commit(req.req_id, end)
+            req.num_computed = end
+            new: tuple[int, ...] = ()
             reason = None
-            for tok in result.sampled.get(seq.req_id, ()) if seq.sample else ():
-                req.append_output(tok)
-                appended.append(tok)
-                reason = self._stop_reason(req, tok)
-                if reason is not None:
-                    break
-            new = tuple(appended)
-            if new and req.first_token_time is None:
-                req.first_token_time = now
+            if seq.sample:
+                new = tuple(sampled.get(seq.req_id, ()))
+                for i, tok in enumerate(new):
+                    req.append_output(tok)
+                    reason = self._stop_reason(req, tok)
+                    if reason is not None:
+                        new = new[:i + 1]
+                        break
+                if new and req.first_token_time is None:
+                    req.first_token_time = now
             if reason is not None:
                 req.finish_time = now
                 self.running.remove(req)
@@ -220,10 +225,10 @@ class Scheduler:
         return out
 
     def _stop_reason(self, req: Request, tok: int) -> FinishReason | None:
-        p = req.params
-        if req.num_output >= p.min_tokens:
+        p, n_out = req.params, len(req.output_token_ids)
+        if n_out >= p.min_tokens:
             if (not p.ignore_eos and tok == req.eos_token_id) or tok in p.stop_token_ids:
                 return FinishReason.STOP
-        if req.num_output >= p.max_tokens or req.num_tokens >= self.max_model_len:
+        if n_out >= p.max_tokens or len(req.all_token_ids) >= self.max_model_len:
             return FinishReason.LENGTH
         return None

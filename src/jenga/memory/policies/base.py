@@ -49,6 +49,16 @@ class Policy:
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         raise NotImplementedError
 
+    # Thresholds let the manager skip all per-group work on most decode
+    # steps: below them nothing can change (each is re-read after a change).
+    def grow_threshold(self, r: ReqMem) -> float:
+        """Largest step end for which `grow` would take nothing."""
+        return -1
+
+    def commit_threshold(self, r: ReqMem) -> float:
+        """Smallest num_computed at which `commit` has something to do."""
+        return 0
+
     def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
         return iter(())
 

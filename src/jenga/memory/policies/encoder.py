@@ -95,6 +95,17 @@ class _ImagePolicy(Policy):
 class CrossPolicy(_ImagePolicy):
     kinds = ("cross",)
 
+    def grow_threshold(self, r: ReqMem) -> float:
+        return -1 if r.images and r.tables[self.gid][0] == NO_PAGE else float("inf")
+
+    def commit_threshold(self, r: ReqMem) -> float:
+        loaded = r.images and r.tables[self.gid][0] != NO_PAGE
+        return 0 if loaded and r.cached_upto[self.gid] == 0 else float("inf")
+
+    def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
+        r.cached_upto[self.gid] = 1
+        return super().cacheable(r, num_computed)
+
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         table = r.tables[self.gid]
         if any(p != NO_PAGE for p in table):
@@ -116,6 +127,18 @@ class CrossPolicy(_ImagePolicy):
 
 class VisionPolicy(_ImagePolicy):
     kinds = ("vision",)
+
+    def grow_threshold(self, r: ReqMem) -> float:
+        # the next image a chunk may reach that is not loaded yet
+        table, offs = r.tables[self.gid], self._offsets(r)
+        for k, img in enumerate(r.images):
+            if img.end > r.alloc_end and all(table[offs[k] + i] == NO_PAGE
+                                             for i in range(self._pages(img.num_tokens))):
+                return max(img.position, r.alloc_end)
+        return float("inf")
+
+    def commit_threshold(self, r: ReqMem) -> float:
+        return 0 if any(p != NO_PAGE for p in r.tables[self.gid]) else float("inf")
 
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         table, offs = r.tables[self.gid], self._offsets(r)

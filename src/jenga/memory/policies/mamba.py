@@ -31,10 +31,27 @@ class MambaPolicy(Policy):
         if mode == "none":
             return []
         first = (start // a + 1) * a
+        if first > end:
+            return []
         if mode == "block":
             return list(range(first, end + 1, a))
         marks = {r.prompt_len // a * a, r.branch}
         return [c for c in range(first, end + 1, a) if c % self.mamba_interval == 0 or c in marks]
+
+    def grow_threshold(self, r: ReqMem) -> float:
+        if not r.tables[self.gid]:
+            return -1
+        if self.rules.mamba_checkpoints == "none":
+            return float("inf")
+        a = self.align
+        nxt = (r.alloc_end // a + 1) * a   # next checkpoint candidate
+        if self.rules.mamba_checkpoints == "jenga":
+            marks = [c for c in (r.prompt_len // a * a, r.branch) if c > r.alloc_end]
+            nxt = min([(r.alloc_end // self.mamba_interval + 1) * self.mamba_interval] + marks)
+        return nxt - 1
+
+    def commit_threshold(self, r: ReqMem) -> float:
+        return float("inf")   # checkpoints are published from r.pending
 
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         table = r.tables[self.gid]

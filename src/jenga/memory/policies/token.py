@@ -17,6 +17,9 @@ from ..reqstate import ActionLog, ReqMem
 from .base import NO_PAGE, Alloc, Policy
 
 
+INF = float("inf")
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -44,6 +47,17 @@ class FullPolicy(Policy):
                 return False
             table.append(page)
         return True
+
+    def release_at(self, k: int) -> float:
+        """Smallest next position at which the first k pages leave scope."""
+        return INF
+
+    def grow_threshold(self, r: ReqMem) -> float:
+        return len(r.tables[self.gid]) * self.P - self._extra(r)
+
+    def commit_threshold(self, r: ReqMem) -> float:
+        cache_at = INF if self.group.holds_encoder_tokens else (r.cached_upto[self.gid] + 1) * self.P
+        return min(cache_at, self.release_at(r.released_upto[self.gid] + 1))
 
     def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
         hi = min(self.first_needed(next_pos) // self.P, len(r.tables[self.gid]))
@@ -117,6 +131,9 @@ class SlidingPolicy(FullPolicy):
     def first_needed(self, next_pos: int) -> int:
         return max(0, next_pos - self.group.spec.window + 1)
 
+    def release_at(self, k: int) -> float:
+        return k * self.P + self.group.spec.window - 1
+
     def footprint_units(self, context: int, encoder_tokens: int) -> int:
         return min(context, self.group.spec.window)
 
@@ -129,3 +146,7 @@ class ChunkedPolicy(FullPolicy):
 
     def first_needed(self, next_pos: int) -> int:
         return next_pos // self.group.spec.chunk * self.group.spec.chunk
+
+    def release_at(self, k: int) -> float:
+        c = self.group.spec.chunk
+        return _ceil_div(k * self.P, c) * c
