@@ -79,6 +79,8 @@ class MemoryManager:
             for page, key, prio in r.pending[p.gid]:
                 self.pool.release(p.gid, page, self._stamp_prio(prio))
             r.pending[p.gid] = []
+            for page in r.scratch.pop(p.gid, {}).values():
+                self.pool.release(p.gid, page, self._stamp_prio(0))
             r.cached_upto[p.gid] = r.released_upto[p.gid] = 0
         r.tables = [p.init_table(r) for p in self.policies]
         r.hit_src.clear()
@@ -120,15 +122,20 @@ class MemoryManager:
             length = new
 
     # --------------------------------------------------------- allocation
-    def allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0) -> StepActions | None:
+    def allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, spec: int = 0,
+                 lookahead: int = 0) -> StepActions | None:
         """Make room to compute tokens [start, end).  On a request's first
         allocation `hit_tokens` (== start) cached tokens are taken from the
-        prefix cache.  All or nothing: returns None and changes nothing
-        (beyond evicting cached pages) when memory is short."""
+        prefix cache.  With speculative decoding the last `spec` tokens of
+        the range are draft proposals (recurrent groups keep a state after
+        each, to roll back to), and `lookahead` more positions get pages for
+        the draft model's next proposals.  All or nothing: returns None and
+        changes nothing (beyond evicting cached pages) when memory is short."""
         r = self.reqs[req_id]
-        if not 0 <= start < end <= len(r.tokens) + 1:
-            raise ValueError(f"bad token range [{start}, {end}) for request {req_id!r}")
-        if not hit_tokens and end <= r.grow_at:
+        if not 0 <= start < end <= len(r.tokens) + 1 + spec or not 0 <= spec < end - start + 1:
+            raise ValueError(f"bad token range [{start}, {end}) (spec={spec}) for request {req_id!r}")
+        r.spec, r.lookahead = spec, lookahead
+        if not hit_tokens and end <= r.grow_at and not spec:
             r.alloc_end = end
             return NOTHING
         log = ActionLog(now=self.clock)
@@ -156,11 +163,12 @@ class MemoryManager:
         complete pages and checkpoints to the cache, drop pages held for the
         step only, and release pages no future token needs."""
         r = self.reqs[req_id]
-        if num_computed < r.commit_at and not any(r.pending):
+        if num_computed < r.commit_at and not any(r.pending) and not r.scratch:
             r.num_computed = num_computed
             return
         for p in self.policies:
             table = r.tables[p.gid]
+            p.settle(r, num_computed, lambda page, prio=0, p=p: self.pool.release(p.gid, page, self._stamp_prio(prio)))
             for i, key in p.cacheable(r, num_computed):
                 if self.caching:
                     self.pool.set_key(p.gid, table[i], key)
@@ -203,7 +211,7 @@ class MemoryManager:
 
     def holds_pages(self, req_id: str) -> bool:
         r = self.reqs[req_id]
-        return any(p != NO_PAGE for t in r.tables for p in t) or any(r.pending)
+        return any(p != NO_PAGE for t in r.tables for p in t) or any(r.pending) or bool(r.scratch)
 
     def fits_alone(self, num_tokens: int, encoder_tokens: int) -> bool:
         """Whether a request of `num_tokens` tokens (prompt + output) and
@@ -240,5 +248,7 @@ class MemoryManager:
                     if page != NO_PAGE:
                         refs[g][page] = refs[g].get(page, 0) + 1
                 for page, _, _ in r.pending[g]:
+                    refs[g][page] = refs[g].get(page, 0) + 1
+                for page in r.scratch.get(g, {}).values():
                     refs[g][page] = refs[g].get(page, 0) + 1
         self.pool.check_invariants(refs)

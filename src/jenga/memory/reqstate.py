@@ -51,6 +51,11 @@ class ReqMem:
         priority).  released_upto[g]: entries before it left scope.
     alloc_end: end of the tokens the last allocation made room for.
     hit_src[g]: cached recurrent state to copy into a fresh running page.
+    spec: draft tokens at the end of the current step's range.
+    lookahead: positions past the step that token groups must also cover
+        (the draft model's next proposals).
+    scratch[g]: {position: page} states saved after each draft token, so a
+        rejected draft rolls back by adopting the state at the accepted end.
     image_time[k]: when image k's encoder state was loaded (its pages share
         this eviction time so an image is evicted whole).
     branch: a position where a recurrent-state checkpoint should be saved
@@ -70,6 +75,9 @@ class ReqMem:
     alloc_end: int = 0
     branch: int = 0
     hit_src: dict[int, int] = field(default_factory=dict)
+    spec: int = 0
+    lookahead: int = 0
+    scratch: dict[int, dict[int, int]] = field(default_factory=dict)
     image_time: dict[int, int] = field(default_factory=dict)
     table_cache: tuple | None = None
     grow_at: float = -1     # a step ending at or below this needs no pages

@@ -17,6 +17,8 @@ class SchedulerConfig:
     mamba_checkpoint_interval: tokens between cached recurrent-state
         checkpoints (states are also saved at prompt ends and branch points).
     max_waiting: most requests queued; add_request raises QueueFull beyond.
+    num_speculative_tokens: draft tokens verified per decode step (0: off);
+        the runner's draft model proposes them (StepResult.draft_tokens).
     """
 
     max_num_batched_tokens: int = 2048
@@ -25,9 +27,12 @@ class SchedulerConfig:
     enable_prefix_caching: bool = True
     mamba_checkpoint_interval: int = 512
     max_waiting: int = 100_000
+    num_speculative_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_num_batched_tokens", "max_num_seqs", "mamba_checkpoint_interval", "max_waiting"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.num_speculative_tokens, int) or not 0 <= self.num_speculative_tokens <= 16:
+            raise ValueError(f"num_speculative_tokens must be in [0, 16], got {self.num_speculative_tokens!r}")

@@ -112,26 +112,40 @@ class Scheduler:
             req = running[i]
             start = req.num_computed
             n = min(len(req.all_token_ids) - start, budget)
-            actions = allocate(req.req_id, start, start + n)
+            spec = self._spec_for(req, start, n, budget)
+            look = self._lookahead(req, spec)
+            actions = allocate(req.req_id, start, start + n + spec, spec=spec, lookahead=look)
             while actions is None:
-                victim = self.running[-1]
+                victim = running[-1]
                 self._preempt(victim)
                 preempted = True
                 if victim is req:
                     break
-                actions = self.manager.allocate(req.req_id, start, start + n)
+                actions = allocate(req.req_id, start, start + n + spec, spec=spec, lookahead=look)
             if actions is None:
                 if not self.running:   # it could not fit even alone
                     self._error(req)
                 continue
-            chosen.append((req, start, start + n, actions))
-            budget -= n
+            chosen.append((req, start, start + n + spec, actions))
+            budget -= n + spec
             i += 1
         self.stats.waiting_for_memory = False
         if not preempted:
             budget = self._admit(budget, chosen)
         self.stats.num_running, self.stats.num_waiting = len(self.running), len(self.waiting)
         return self._build_plan(chosen)
+
+    def _spec_for(self, req: Request, start: int, n: int, budget: int) -> int:
+        """Draft tokens to verify this step: only for a decode with fresh
+        proposals, within the budget and the context."""
+        if not req.spec_token_ids or start + n != len(req.all_token_ids):
+            return 0
+        room = self.max_model_len - len(req.all_token_ids) - 1
+        return max(0, min(len(req.spec_token_ids), budget - n, room, req.params.max_tokens - req.num_output - 1))
+
+    def _lookahead(self, req: Request, spec: int) -> int:
+        k = self.config.num_speculative_tokens
+        return min(k, max(0, self.max_model_len - len(req.all_token_ids) - spec - 1)) if k else 0
 
     def _admit(self, budget: int, chosen: list) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
@@ -144,7 +158,8 @@ class Scheduler:
                 if not self.config.enable_chunked_prefill:
                     break
                 n = budget
-            actions = self.manager.allocate(req.req_id, start, start + n, hit_tokens=start)
+            actions = self.manager.allocate(req.req_id, start, start + n, hit_tokens=start,
+                                            lookahead=self._lookahead(req, 0))
             if actions is None:
                 if not self.running and not chosen:
                     self._error(req)
@@ -182,9 +197,11 @@ class Scheduler:
         tables = self.manager.page_tables
         for req, start, end, act in chosen:
             saves = tuple(StateSave(*x) for x in act.saves) if act.saves else ()
-            seqs.append(SeqStep(req.req_id, tuple(req.all_token_ids[start:end]), start, tables(req.req_id),
-                                end == len(req.all_token_ids), req.params, req.prompt_len, req.images,
-                                act.encoder_runs, saves))
+            known = len(req.all_token_ids)
+            spec = end - known if end > known else 0
+            tokens = tuple(req.all_token_ids[start:end]) + (req.spec_token_ids[:spec] if spec else ())
+            seqs.append(SeqStep(req.req_id, tokens, start, tables(req.req_id), end - spec == known,
+                                req.params, req.prompt_len, req.images, act.encoder_runs, saves, spec))
             if act.copies:
                 copies += [PageCopy(*x) for x in act.copies]
             if act.zeros:
@@ -203,12 +220,17 @@ class Scheduler:
             if req is None or req.status is not Status.RUNNING:
                 continue   # aborted or preempted since the plan was made
             end = seq.start + len(seq.token_ids)
+            new: tuple[int, ...] = tuple(sampled.get(seq.req_id, ())) if seq.sample else ()
+            if seq.num_spec:   # inputs past the accepted drafts hold rejected state
+                accepted = max(0, min(len(new) - 1, seq.num_spec))
+                end -= seq.num_spec - accepted
+                self.stats.draft_tokens += seq.num_spec
+                self.stats.accepted_tokens += accepted
             commit(req.req_id, end)
             req.num_computed = end
-            new: tuple[int, ...] = ()
+            req.spec_token_ids = tuple(result.draft_tokens.get(seq.req_id, ()))
             reason = None
             if seq.sample:
-                new = tuple(sampled.get(seq.req_id, ()))
                 for i, tok in enumerate(new):
                     req.append_output(tok)
                     reason = self._stop_reason(req, tok)

@@ -26,6 +26,8 @@ class SchedulerStats:
     hit_tokens: int = 0
     hit_tokens_per_group: list[int] = field(default_factory=list)
     waiting_for_memory: bool = False
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
 
     def __post_init__(self) -> None:
         self.hit_tokens_per_group = [0] * self.num_groups
@@ -36,6 +38,10 @@ class SchedulerStats:
             self.hit_tokens += hit.num_tokens
             for g, n in enumerate(hit.per_group):
                 self.hit_tokens_per_group[g] += n
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
     @property
     def hit_rate(self) -> float:

@@ -16,7 +16,7 @@ Page tables are per group, in plan.groups order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..memory.types import ImageRef
@@ -52,7 +52,10 @@ class SeqStep(NamedTuple):
     of the request's known tokens, so the runner samples the next token.
     `prompt_len` and `images` let the runner find image spans and encoder
     tokens; `encoder_runs` lists the images whose encoder runs this step
-    (their outputs go to the vision or cross pages).
+    (their outputs go to the vision or cross pages).  With speculative
+    decoding the last `num_spec` tokens are draft proposals: the runner
+    verifies them (sampling at each of the last num_spec+1 positions),
+    returns the accepted tokens plus one, and proposes the next drafts.
     """
 
     req_id: str
@@ -65,6 +68,7 @@ class SeqStep(NamedTuple):
     images: tuple[ImageRef, ...] = ()
     encoder_runs: tuple[int, ...] = ()
     state_saves: tuple[StateSave, ...] = ()
+    num_spec: int = 0
 
     @property
     def num_tokens(self) -> int:
@@ -104,8 +108,10 @@ class StepPlan:
 class StepResult:
     """What the runner returns: sampled token ids per request that had
     `sample` set (one token, or several when a draft model's proposals were
-    accepted), and how long the step took (measured or simulated)."""
+    accepted), how long the step took (measured or simulated), and the draft
+    model's proposals for each request's next step."""
 
     sampled: dict[str, tuple[int, ...]]
     duration_s: float = 0.0
     encoder_runs: int = 0
+    draft_tokens: dict[str, tuple[int, ...]] = field(default_factory=dict)

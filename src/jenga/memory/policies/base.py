@@ -81,6 +81,11 @@ class Policy:
     def needed_units(self, r: ReqMem) -> int:
         raise NotImplementedError
 
+    def settle(self, r: ReqMem, num_computed: int, release: Callable[..., None]) -> None:
+        """The step's verified length is known: drop speculative state past
+        it (recurrent kinds adopt the state saved at `num_computed`).
+        Token pages past it are simply overwritten later."""
+
     def snapshot(self, r: ReqMem) -> tuple:
         """State to undo a failed allocation (tables only ever grow here)."""
         return len(r.tables[self.gid]), len(r.pending[self.gid]), r.hit_src.get(self.gid)

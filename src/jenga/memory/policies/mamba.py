@@ -65,6 +65,8 @@ class MambaPolicy(Policy):
                 log.zeros.append((self.gid, page))
             else:
                 log.copies.append((self.gid, src, page))
+        if r.spec:
+            return self._spec_states(r, end - r.spec, end, alloc, log)
         for c in self.checkpoints(r, start, end):
             key = r.key_at(c)
             if key is None or pool.lookup(self.gid, key) is not None:
@@ -75,6 +77,42 @@ class MambaPolicy(Policy):
             r.pending[self.gid].append((page, key, -c))
             log.saves.append((self.gid, c, page))
         return True
+
+    def _spec_states(self, r: ReqMem, first: int, end: int, alloc: Alloc, log: ActionLog) -> bool:
+        """Keep the state after each verified-length candidate first..end-1
+        (the running page ends at `end`); no cache checkpoints in drafts."""
+        scratch = r.scratch.setdefault(self.gid, {})
+        for pos in range(first, end):
+            page = alloc()
+            if page is None:
+                return False
+            scratch[pos] = page
+            log.saves.append((self.gid, pos, page))
+        return True
+
+    def settle(self, r: ReqMem, num_computed: int, release) -> None:
+        scratch = r.scratch.pop(self.gid, None)
+        if not scratch:
+            return
+        if num_computed in scratch:   # a draft was rejected: adopt its state
+            release(r.tables[self.gid][0])
+            r.tables[self.gid][0] = scratch.pop(num_computed)
+        for page in scratch.values():
+            release(page)
+
+    def snapshot(self, r: ReqMem) -> tuple:
+        return super().snapshot(r) + (dict(r.scratch.get(self.gid, {})),)
+
+    def restore(self, r: ReqMem, snap: tuple, release) -> None:
+        *base, scratch = snap
+        for pos, page in r.scratch.get(self.gid, {}).items():
+            if pos not in scratch:
+                release(-1, page)
+        if scratch:
+            r.scratch[self.gid] = scratch
+        else:
+            r.scratch.pop(self.gid, None)
+        super().restore(r, tuple(base), release)
 
     def longest_hit(self, r: ReqMem, upper: int, pool: PagePool) -> int:
         if self.rules.mamba_checkpoints == "none":

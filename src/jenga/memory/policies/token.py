@@ -36,7 +36,7 @@ class FullPolicy(Policy):
 
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         table = r.tables[self.gid]
-        need = _ceil_div(end + self._extra(r), self.P)
+        need = _ceil_div(end + r.lookahead + self._extra(r), self.P)
         lo = self.first_needed(start) // self.P
         while len(table) < need:
             if len(table) < lo:
@@ -53,7 +53,7 @@ class FullPolicy(Policy):
         return INF
 
     def grow_threshold(self, r: ReqMem) -> float:
-        return len(r.tables[self.gid]) * self.P - self._extra(r)
+        return len(r.tables[self.gid]) * self.P - self._extra(r) - r.lookahead
 
     def commit_threshold(self, r: ReqMem) -> float:
         cache_at = INF if self.group.holds_encoder_tokens else (r.cached_upto[self.gid] + 1) * self.P
