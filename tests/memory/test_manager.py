@@ -174,3 +174,16 @@ def test_errors_name_the_problem():
         m.allocate("a", 0, 9)
     with pytest.raises(ValueError, match="mamba_interval"):
         MemoryManager(m.plan, mamba_interval=0)
+
+
+def test_vision_outside_pool_reruns_the_encoder_for_every_chunk():
+    base = tiny_plan([(FULL, 1, 4)], 32, "max-page")
+    from dataclasses import replace
+    m = MemoryManager(replace(base, vision_outside_pool=True))
+    img = ImageRef(2, 10, "cat")
+    m.add("a", [1] * 14, 14, (img,))
+    runs = []
+    for start, end in ((0, 6), (6, 10), (10, 14)):
+        runs.append(m.allocate("a", start, end).encoder_runs)
+        m.commit("a", end)
+    assert runs == [(0,), (0,), (0,)]        # vLLM v0: once per chunk, not once per image

@@ -135,7 +135,7 @@ class MemoryManager:
         if not 0 <= start < end <= len(r.tokens) + 1 + spec or not 0 <= spec < end - start + 1:
             raise ValueError(f"bad token range [{start}, {end}) (spec={spec}) for request {req_id!r}")
         r.spec, r.lookahead = spec, lookahead
-        if not hit_tokens and end <= r.grow_at and not spec:
+        if not hit_tokens and end <= r.grow_at and not spec and not (self.plan.vision_outside_pool and r.images):
             r.alloc_end = end
             return NOTHING
         log = ActionLog(now=self.clock)
@@ -154,6 +154,8 @@ class MemoryManager:
                         q.gid, page, self._stamp(q, r, i) if i >= 0 else self._stamp_prio(0)))
                 r.num_computed = old
                 return None
+        if self.plan.vision_outside_pool:
+            log.encoder_runs.update(k for k, img in enumerate(r.images) if img.position < end and img.end > start)
         r.alloc_end = end
         self._refresh(r)
         return log.freeze()

@@ -69,6 +69,9 @@ class MemoryPlan:
     choices: human-readable notes on what the planner chose (LCM bounding).
     base_page_tokens: the prefix-cache hash block; every token group's
         page_tokens is a multiple of it.
+    vision_outside_pool: the model has vision embeddings but the plan keeps
+        none in the pool (max-page, as vLLM v0): the encoder reruns for
+        every chunk that reaches an image.
     """
 
     groups: tuple[Group, ...]
@@ -80,6 +83,7 @@ class MemoryPlan:
     choices: tuple[str, ...] = field(default=())
     model_name: str = ""
     max_context: int = 0
+    vision_outside_pool: bool = False
 
     def __post_init__(self) -> None:
         if self.allocator not in ALLOCATORS:
