@@ -1,0 +1,220 @@
+"""Attention metadata: built once per group per step from a StepPlan.
+
+Every attention layer of a group reads the same `GroupAttnMetadata`: where
+the step's new K/V go (slot mapping), the padded page table, context lengths,
+and the *gather batches* of the portable path.  Seqs are bucketed by their
+number of new tokens, so all decodes of a step form one batch and equal-length
+prefill chunks share one; each batch lists the pages in scope per seq (from
+the first page the group's window or chunk still needs, so released NO_PAGE
+entries are never read), their key positions, and the mask for the group's
+own window/chunk.  `AttnMetadata` holds one per group plus the layer -> group
+map and is passed to `forward` explicitly; nothing is global.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+from ..memory.plan import Group, MemoryPlan
+from ..sched.step import NO_PAGE, SeqStep, StepPlan
+
+
+def first_needed(pos: int, window: int, chunk: int) -> int:
+    """First key position a query at `pos` may attend to: sliding window W
+    sees pos-W+1..pos, chunk C sees floor(pos/C)*C..pos, otherwise 0."""
+    if window:
+        return max(0, pos - window + 1)
+    if chunk:
+        return pos // chunk * chunk
+    return 0
+
+
+def scope_within(window: int, chunk: int, group_window: int, group_chunk: int) -> bool:
+    """True when a layer attending with (window, chunk) only needs keys a
+    group keeping (group_window, group_chunk) still holds: a sliding group
+    serves windows up to its own, a chunked group its own chunk, a full
+    group anything."""
+    if group_window:
+        return 0 < window <= group_window
+    if group_chunk:
+        return chunk == group_chunk
+    return True
+
+
+def scope_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int, chunk: int) -> torch.Tensor:
+    """Bool [B, Q, K] mask: causal, plus the sliding window or chunk.
+    q_pos is [B, Q] and k_pos [B, K]."""
+    q = q_pos.unsqueeze(-1)
+    k = k_pos.unsqueeze(-2)
+    mask = k <= q
+    if window:
+        mask = mask & (k > q - window)
+    if chunk:
+        mask = mask & (k >= torch.div(q, chunk, rounding_mode="floor") * chunk)
+    return mask
+
+
+@dataclass(frozen=True)
+class AttnBatch:
+    """Seqs of one group attended together; each has `rows.shape[1]` new tokens.
+
+    rows [B, Q]: indices of the seqs' tokens in the step's token rows.
+    q_pos [B, Q]: their positions.  pages [B, G]: page ids in scope, padded
+    with a valid page (0) whose keys lie after every query, so the causal
+    mask drops them.  page_start [B]: position of the first gathered key.
+    k_pos [B, G*P]: position of each gathered key.  k_valid [B, G*P]: the
+    key was written (position < the seq's context length); other slots hold
+    stale bytes, possibly another dtype's, so they must be zeroed, not just
+    masked (0 * NaN is NaN).  mask [B, Q, G*P]: for the group's window/chunk
+    (layers with a narrower scope build their own).
+    """
+
+    rows: torch.Tensor
+    q_pos: torch.Tensor
+    pages: torch.Tensor
+    page_start: torch.Tensor
+    k_pos: torch.Tensor
+    k_valid: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class GroupAttnMetadata:
+    """One group's view of a step.
+
+    query_start: token-row offsets of the seqs (len num_seqs + 1).
+    positions, slot_pages, slot_offsets, slot_mapping: per new token, [T];
+        slot = page * page_tokens + offset in the group's pool view.
+    page_table [B, max_pages] with NO_PAGE replaced by 0, page_valid marks
+        the real entries.  context_lens [B]: tokens in the pool after the
+        step (start + new tokens).  window / chunk: the group spec's scope.
+    """
+
+    gid: int
+    page_tokens: int
+    window: int
+    chunk: int
+    query_start: tuple[int, ...]
+    positions: torch.Tensor
+    slot_pages: torch.Tensor
+    slot_offsets: torch.Tensor
+    slot_mapping: torch.Tensor
+    page_table: torch.Tensor
+    page_valid: torch.Tensor
+    context_lens: torch.Tensor
+    batches: tuple[AttnBatch, ...]
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.query_start) - 1
+
+    def covers(self, window: int, chunk: int) -> bool:
+        """True when a layer with this window/chunk needs no key outside the
+        pages this metadata gathers (its scope is within the group's)."""
+        return scope_within(window, chunk, self.window, self.chunk)
+
+
+@dataclass(frozen=True)
+class AttnMetadata:
+    """Per-group metadata of one step, the model-layer -> group map, the
+    step's token positions [T], and the attention backend to use ("auto",
+    "portable" or "triton"; see attention.paged_attention)."""
+
+    groups: tuple[GroupAttnMetadata | None, ...]
+    layer_group: dict[int, int]
+    positions: torch.Tensor
+    backend: str = "auto"
+
+    def for_layer(self, layer_idx: int) -> GroupAttnMetadata:
+        """The metadata of the group holding `layer_idx`; ValueError if none."""
+        gid = self.layer_group.get(layer_idx)
+        meta = None if gid is None else self.groups[gid]
+        if meta is None:
+            raise ValueError(f"no attention metadata for layer {layer_idx}")
+        return meta
+
+
+def _seq_scope(s: SeqStep, g: Group, table: tuple[int, ...]) -> tuple[int, int]:
+    """First and last (inclusive) page index the seq's new tokens attend to;
+    ValueError when one of them is NO_PAGE or missing."""
+    P = g.page_tokens
+    lo = first_needed(s.start, g.spec.window, g.spec.chunk) // P
+    hi = (s.end - 1) // P
+    if len(table) <= hi:
+        raise ValueError(f"request {s.req_id}: group {g.gid} page table has {len(table)} entries, "
+                         f"tokens up to {s.end} need {hi + 1}")
+    for i in range(lo, hi + 1):
+        if table[i] == NO_PAGE:
+            raise ValueError(f"request {s.req_id}: group {g.gid} page {i} is NO_PAGE but "
+                             f"the step's tokens at {s.start}..{s.end - 1} attend to it")
+    return lo, hi
+
+
+def _batch(seqs: list[SeqStep], idx: list[int], starts: list[int], g: Group,
+           scopes: list[tuple[int, int]]) -> AttnBatch:
+    P = g.page_tokens
+    G = max(scopes[i][1] - scopes[i][0] + 1 for i in idx)
+    rows, q_pos, pages, page_start = [], [], [], []
+    for i in idx:
+        s, (lo, hi) = seqs[i], scopes[i]
+        rows.append(range(starts[i], starts[i] + s.num_tokens))
+        q_pos.append(range(s.start, s.end))
+        table = s.page_tables[g.gid]
+        pages.append(list(table[lo:hi + 1]) + [0] * (G - (hi - lo + 1)))
+        page_start.append(lo * P)
+    q_pos_t = torch.tensor(q_pos, dtype=torch.long)
+    page_start_t = torch.tensor(page_start, dtype=torch.long)
+    k_pos = page_start_t.unsqueeze(1) + torch.arange(G * P, dtype=torch.long)
+    k_valid = k_pos < q_pos_t[:, -1:] + 1
+    return AttnBatch(torch.tensor(rows, dtype=torch.long), q_pos_t, torch.tensor(pages, dtype=torch.long),
+                     page_start_t, k_pos, k_valid, scope_mask(q_pos_t, k_pos, g.spec.window, g.spec.chunk))
+
+
+def build_group_metadata(step: StepPlan, g: Group, device: torch.device) -> GroupAttnMetadata:
+    """Metadata of group `g` for `step`; ValueError on a page table that lacks
+    a page the step writes or reads."""
+    P, seqs = g.page_tokens, step.seqs
+    starts, positions, slot_pages, scopes, buckets = [0], [], [], [], {}
+    for i, s in enumerate(seqs):
+        table = s.page_tables[g.gid]
+        scopes.append(_seq_scope(s, g, table))
+        positions.extend(range(s.start, s.end))
+        slot_pages.extend(table[p // P] for p in range(s.start, s.end))
+        starts.append(starts[-1] + s.num_tokens)
+        buckets.setdefault(s.num_tokens, []).append(i)
+    width = max((len(s.page_tables[g.gid]) for s in seqs), default=0)
+    table = torch.full((len(seqs), width), NO_PAGE, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        table[i, :len(s.page_tables[g.gid])] = torch.tensor(s.page_tables[g.gid], dtype=torch.long)
+    pos_t = torch.tensor(positions, dtype=torch.long)
+    pages_t = torch.tensor(slot_pages, dtype=torch.long)
+    offs_t = pos_t % P
+    batches = tuple(_batch(seqs, idx, starts, g, scopes) for idx in buckets.values())
+
+    def to(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)
+
+    return GroupAttnMetadata(
+        g.gid, P, g.spec.window, g.spec.chunk, tuple(starts), to(pos_t), to(pages_t), to(offs_t),
+        to(pages_t * P + offs_t), to(table.clamp(min=0)), to(table >= 0),
+        to(torch.tensor([s.end for s in seqs], dtype=torch.int32)),
+        tuple(AttnBatch(*(to(getattr(b, f)) for f in AttnBatch.__dataclass_fields__)) for b in batches))
+
+
+def build_attn_metadata(step: StepPlan, plan: MemoryPlan, layers: Iterable[int],
+                        device: torch.device | str = "cpu", backend: str = "auto") -> AttnMetadata:
+    """Metadata for every group holding one of the model's attention
+    `layers` (other groups, e.g. mamba, get None)."""
+    device = torch.device(device)
+    wanted = set(layers)
+    layer_group = {layer: g.gid for g in plan.groups for layer in g.layers}
+    missing = wanted - layer_group.keys()
+    if missing:
+        raise ValueError(f"attention layers {sorted(missing)} are in no group of the plan")
+    metas = tuple(build_group_metadata(step, g, device) if wanted & set(g.layers) else None
+                  for g in plan.groups)
+    positions = [p for s in step.seqs for p in range(s.start, s.end)]
+    return AttnMetadata(metas, layer_group, torch.tensor(positions, dtype=torch.long, device=device), backend)
