@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from ..memory.footprint import ideal_bytes, request_footprint
+from ..memory.footprint import ideal_bytes, request_footprint, workload_static_share
 from .common import resolve_shape, split_allocators
 
 
@@ -15,6 +15,7 @@ def compute(model: str, context: int | None = None, image_tokens: int | None = N
             allocators: str = "jenga,max-page,static,uniform") -> dict:
     """The report `jenga plan` prints, as a dict (see module doc)."""
     from ..memory.planner import build_plan
+    from ..sim.gpus import get_gpu
     from ..sim.simulate import default_kv_budget
 
     shape = resolve_shape(model)
@@ -24,10 +25,13 @@ def compute(model: str, context: int | None = None, image_tokens: int | None = N
         raise ValueError(f"--context must be in [1, {shape.max_context}] for {shape.name}, got {context}")
     if image_tokens < 0:
         raise ValueError(f"--image-tokens must be >= 0, got {image_tokens}")
-    budget = kv_bytes if kv_bytes is not None else default_kv_budget(shape, gpu, tp)
+    budget = kv_bytes if kv_bytes is not None else default_kv_budget(shape, get_gpu(gpu), tp)
     names = split_allocators(allocators)
-    plans = {a: build_plan(shape, budget, allocator=a, page_tokens=page_tokens) for a in names}
-    reference = plans.get("jenga") or build_plan(shape, budget, allocator="jenga", page_tokens=page_tokens)
+    reference = build_plan(shape, budget, allocator="jenga", page_tokens=page_tokens)
+    # static is given the split this very request needs (its best case)
+    share = workload_static_share(reference, [(context, image_tokens)])
+    plans = {a: build_plan(shape, budget, allocator=a, page_tokens=page_tokens,
+                           static_share=share if a == "static" else None) for a in names}
     ideal = ideal_bytes(reference, context, image_tokens)
     rows = {a: request_footprint(p, context, image_tokens, ideal) for a, p in plans.items()}
     base = rows.get("jenga")

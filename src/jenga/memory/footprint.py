@@ -79,3 +79,17 @@ def max_concurrent(plan: MemoryPlan, pages: list[int]) -> int:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
     return lo
+
+
+def workload_static_share(jenga_plan: MemoryPlan, requests: list[tuple[int, int]]) -> list[float]:
+    """Static-partition weights per group of `jenga_plan` from a workload:
+    the mean bytes its requests (context, image tokens) need in each group.
+    This is the "profiled" static split: right on average, wrong for any
+    request that strays from the average."""
+    if not requests:
+        raise ValueError("workload_static_share needs at least one request")
+    weights = [0.0] * len(jenga_plan.groups)
+    for p, g in zip(_policies(jenga_plan), jenga_plan.groups):
+        unit = g.spec.unit_bytes() * len(g.layers)
+        weights[g.gid] = sum(p.footprint_units(c, i) for c, i in requests) * unit / len(requests)
+    return weights

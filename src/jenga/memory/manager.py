@@ -218,11 +218,13 @@ class MemoryManager:
     def fits_alone(self, num_tokens: int, encoder_tokens: int) -> bool:
         """Whether a request of `num_tokens` tokens (prompt + output) and
         `encoder_tokens` image tokens fits in the pool with nothing else."""
-        need = 0
+        need = []
         for p, g in zip(self.policies, self.plan.groups):
             pages = p.footprint_pages(num_tokens, encoder_tokens) + (0 if p.recurrent else 1)
-            need += -(-pages // g.per_large)
-        return need <= self.plan.num_large_pages
+            need.append(-(-pages // g.per_large))
+        if self.plan.static_share:   # each group must fit its own partition
+            return all(n <= s for n, s in zip(need, self.plan.static_share))
+        return sum(need) <= self.plan.num_large_pages
 
     def usage(self) -> MemoryUsage:
         """Bytes used, cached, free and still needed, overall and per group."""
