@@ -1,0 +1,98 @@
+"""EngineConfig: every knob of the real engine, frozen and validated.
+
+The CLI, `LLM(**kwargs)` and the server build one of these; `LLMEngine`
+resolves the "auto" values (device, dtype, KV budget, context length) when
+it starts, because they depend on the machine and on the model's config.
+Names follow vLLM where vLLM has the knob.  Pure Python: no torch import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..memory.plan import ALLOCATORS
+from ..sched.config import SchedulerConfig
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_CPU_KV_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Configuration of one LLMEngine.
+
+    model: a local Hugging Face folder; None means the bundled SmolLM2-135M
+        (converted once from its GGUF, see model/gguf_convert.py).
+    allocator: memory manager flavour, one of memory.plan.ALLOCATORS.
+    kv_cache_memory: bytes of the KV pool; None means DEFAULT_CPU_KV_BYTES
+        on CPU and `gpu_memory_utilization` of the free memory left after
+        loading the weights on GPU.
+    page_tokens: tokens per small page of the attention groups.
+    max_model_len: context limit; None means the model's own.
+    device: "cpu", "cuda" (optionally "cuda:N") or "auto" (cuda if present).
+    dtype: compute dtype; "auto" is float32 on CPU (bf16 matmuls are very
+        slow on AVX2 CPUs) and bfloat16 on GPU.
+    seed: seeds the sampler for requests without their own seed.
+    cpu_threads: torch intra-op threads on CPU (process-wide: torch has
+        one setting); None leaves torch's default.  One thread is often
+        faster for small decode batches, and far faster on a busy machine.
+    Raises ValueError naming the field on a bad value.
+    """
+
+    model: str | Path | None = None
+    allocator: str = "jenga"
+    kv_cache_memory: int | None = None
+    gpu_memory_utilization: float = 0.9
+    page_tokens: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool = True
+    max_model_len: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    mamba_checkpoint_interval: int = 512
+    cpu_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.model is not None and not str(self.model):
+            raise ValueError("model must be a folder path or None")
+        if self.allocator not in ALLOCATORS:
+            raise ValueError(f"allocator must be one of {ALLOCATORS}, got {self.allocator!r}")
+        if self.kv_cache_memory is not None and not _positive_int(self.kv_cache_memory):
+            raise ValueError(f"kv_cache_memory must be a positive number of bytes or None, "
+                             f"got {self.kv_cache_memory!r}")
+        if not isinstance(self.gpu_memory_utilization, (int, float)) or \
+                not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
+        for name in ("page_tokens", "max_num_seqs", "max_num_batched_tokens", "mamba_checkpoint_interval"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_model_len is not None and (not _positive_int(self.max_model_len) or self.max_model_len < 2):
+            raise ValueError(f"max_model_len must be an integer >= 2 or None, got {self.max_model_len!r}")
+        if self.cpu_threads is not None and not _positive_int(self.cpu_threads):
+            raise ValueError(f"cpu_threads must be a positive integer or None, got {self.cpu_threads!r}")
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICES or (":" in self.device and not self.device.startswith("cuda:")):
+            raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("enable_prefix_caching", "enable_chunked_prefill"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def scheduler_config(self) -> SchedulerConfig:
+        """The scheduler's share of this config."""
+        return SchedulerConfig(max_num_batched_tokens=self.max_num_batched_tokens,
+                               max_num_seqs=self.max_num_seqs,
+                               enable_chunked_prefill=self.enable_chunked_prefill,
+                               enable_prefix_caching=self.enable_prefix_caching,
+                               mamba_checkpoint_interval=self.mamba_checkpoint_interval)
+
+
+def _positive_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0

@@ -1,0 +1,111 @@
+"""LLM: the offline batch API (as vLLM's `LLM`).
+
+`generate` queues every prompt on one LLMEngine, steps it until all are
+done and returns the final outputs in input order; `chat` renders
+conversations with the model's chat template first.  Continuous batching,
+chunked prefill and the prefix cache all apply across the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import count
+from typing import Any
+
+from ..sched.params import SamplingParams
+from .config import EngineConfig
+from .llm_engine import LLMEngine
+from .outputs import RequestOutput
+from .tokenizer import Tokenizer
+
+Prompt = str | Sequence[int]
+Conversation = Sequence[Mapping[str, Any]]
+
+
+class LLM:
+    """`LLM(model=None, **engine_config)`: model None means the bundled
+    SmolLM2-135M-Instruct; the keywords are EngineConfig fields (ValueError
+    naming a bad one)."""
+
+    def __init__(self, model: str | None = None, **config: Any) -> None:
+        self.engine = LLMEngine(EngineConfig(model=model, **config))
+        self._ids = count()
+
+    def get_tokenizer(self) -> Tokenizer:
+        return self.engine.tokenizer
+
+    def generate(self, prompts: Prompt | Sequence[Prompt], sampling_params: SamplingParams |
+                 Sequence[SamplingParams] | None = None, use_tqdm: bool = False) -> list[RequestOutput]:
+        """Complete each prompt (text, or a list of token ids; a list of
+        either for a batch).  `sampling_params` is one for all or one per
+        prompt.  Returns final outputs in input order.  Raises ValueError for
+        a bad prompt or params, before anything runs."""
+        batch = [prompts] if isinstance(prompts, str) or _is_id_list(prompts) else list(prompts)
+        return self._run([(p, None) for p in batch], sampling_params, use_tqdm)
+
+    def chat(self, messages: Conversation | Sequence[Conversation], sampling_params: SamplingParams |
+             Sequence[SamplingParams] | None = None, use_tqdm: bool = False,
+             add_generation_prompt: bool = True) -> list[RequestOutput]:
+        """Answer one conversation (a list of {"role", "content"} dicts) or
+        a list of them; outputs in input order, their `prompt` the rendered
+        template.  Raises ValueError when the model has no chat template."""
+        convs = [messages] if messages and isinstance(messages[0], Mapping) else list(messages)
+        tok = self.engine.tokenizer
+        batch = []
+        for conv in convs:
+            text = tok.apply_chat_template(conv, add_generation_prompt=add_generation_prompt)
+            # the template wrote the special tokens: encode without adding more
+            batch.append((tok.encode(text, add_special_tokens=False), text))
+        return self._run(batch, sampling_params, use_tqdm)
+
+    def _run(self, batch: list[tuple[Prompt, str | None]], sampling_params, use_tqdm: bool) -> list[RequestOutput]:
+        if not batch:
+            return []
+        params = _params_per_prompt(sampling_params, len(batch))
+        engine = self.engine
+        ids = [f"llm-{next(self._ids)}" for _ in batch]
+        try:
+            for rid, (prompt, text), p in zip(ids, batch, params):
+                engine.add_request(rid, prompt, p, prompt_text=text)
+        except BaseException:
+            for rid in ids:
+                engine.abort(rid)
+            raise
+        final: dict[str, RequestOutput] = {}
+        bar = _progress(len(ids)) if use_tqdm else None
+        wanted = set(ids)
+        try:
+            while len(final) < len(ids):
+                for out in engine.step():
+                    if out.finished and out.request_id in wanted:
+                        final[out.request_id] = out
+                        if bar is not None:
+                            bar.update(1)
+        except BaseException:   # leave the engine clean for the next call
+            for rid in ids:
+                engine.abort(rid)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return [final[rid] for rid in ids]
+
+
+def _is_id_list(x: Any) -> bool:
+    return isinstance(x, Sequence) and bool(x) and all(isinstance(t, int) for t in x)
+
+
+def _params_per_prompt(sp, n: int) -> list[SamplingParams]:
+    if sp is None:
+        return [SamplingParams()] * n
+    if isinstance(sp, SamplingParams):
+        return [sp] * n
+    sp = list(sp)
+    if len(sp) != n:
+        raise ValueError(f"sampling_params has {len(sp)} entries for {n} prompts")
+    return sp
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+    return tqdm(total=total, desc="requests", unit="req")

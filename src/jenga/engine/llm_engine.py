@@ -1,0 +1,229 @@
+"""LLMEngine: the real engine, one step at a time.
+
+It owns one of everything: the tokenizer, the model and its flat KV pool,
+the MemoryPlan sized to the KV budget, the MemoryManager, the Scheduler, the
+ModelRunner and the Sampler.  `step()` is schedule -> execute -> sample ->
+scheduler.update -> detokenise / stop strings -> outputs; requests enter
+with `add_request` and leave when finished or aborted.  The server drives
+it from one thread; `LLM` drives it to completion for offline batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..memory.manager import MemoryManager
+from ..memory.planner import build_plan
+from ..memory.shapes.hf import shape_from_path
+from ..model.kv_pool import KVPool
+from ..model.loader import load_model, read_config
+from ..sched.params import SamplingParams
+from ..sched.request import FinishReason, Request
+from ..sched.scheduler import Scheduler
+from ..sched.step import StepResult
+from .config import DEFAULT_CPU_KV_BYTES, EngineConfig
+from .outputs import RequestOutput
+from .request_state import ReqOutputState
+from .runner import ModelRunner
+from .sampler import Sampler
+from .tokenizer import Tokenizer
+
+_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's counters and memory (see `LLMEngine.stats`)."""
+
+    num_running: int
+    num_waiting: int
+    num_preemptions: int
+    num_finished: int
+    num_steps: int
+    prompt_tokens: int
+    hit_tokens: int
+    generated_tokens: int
+    kv_pool_bytes: int
+    kv_used_bytes: int
+    kv_cached_bytes: int
+    kv_utilisation: float
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; ValueError for cuda without one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """"auto" -> float32 on CPU, bfloat16 on GPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+class LLMEngine:
+    """See module doc.  Construction loads the model (seconds) and raises
+    ValueError for an unusable config (unknown model type, a max_model_len
+    beyond the model's, a KV budget too small for one page)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        if config.model is None:
+            from ..model.gguf_convert import default_model_path
+            self.model_path = default_model_path()
+        else:
+            self.model_path = Path(config.model)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        if config.cpu_threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(config.cpu_threads)
+        hf_config = read_config(self.model_path)
+        # KV lives in the compute dtype, whatever dtype the checkpoint was saved in
+        self.shape = shape_from_path(self.model_path, name=self.model_path.name, dtype=_DTYPE_NAMES[self.dtype])
+        self.max_model_len = self._max_model_len(config)
+        self.tokenizer = Tokenizer.from_pretrained(self.model_path)
+        text_cfg = hf_config.get("text_config") or {}
+        self.vocab_size = int(hf_config.get("vocab_size") or text_cfg.get("vocab_size") or self.tokenizer.vocab_size)
+        self.model = load_model(self.model_path, self.device, self.dtype)
+        self.plan = build_plan(self.shape, self._kv_budget(), allocator=config.allocator,
+                               page_tokens=config.page_tokens)
+        self.manager = MemoryManager(self.plan, enable_prefix_caching=config.enable_prefix_caching,
+                                     mamba_interval=config.mamba_checkpoint_interval)
+        self.scheduler = Scheduler(config.scheduler_config(), self.manager, max_model_len=self.max_model_len)
+        self.kv_pool = KVPool(self.plan, device=self.device)
+        self.runner = ModelRunner(self.model, self.kv_pool, self.plan)
+        self.sampler = Sampler(self.tokenizer.eos_token_ids, seed=config.seed)
+        self._states: dict[str, ReqOutputState] = {}
+        self._num_steps = 0
+        self._generated = 0
+
+    def _max_model_len(self, config: EngineConfig) -> int:
+        limit = self.shape.max_context
+        if config.max_model_len is None:
+            return limit
+        if limit and config.max_model_len > limit:
+            raise ValueError(f"max_model_len={config.max_model_len} exceeds the model's context of {limit}")
+        return config.max_model_len
+
+    def _kv_budget(self) -> int:
+        if self.config.kv_cache_memory is not None:
+            return self.config.kv_cache_memory
+        if self.device.type != "cuda":
+            return DEFAULT_CPU_KV_BYTES
+        free, total = torch.cuda.mem_get_info(self.device)
+        budget = int(free - total * (1.0 - self.config.gpu_memory_utilization))
+        if budget <= 0:
+            raise ValueError(f"gpu_memory_utilization={self.config.gpu_memory_utilization} leaves no memory for "
+                             f"the KV pool ({free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB)")
+        return budget
+
+    # ---------------------------------------------------------- requests
+    def add_request(self, request_id: str, prompt: str | Sequence[int], params: SamplingParams | None = None,
+                    arrival_time: float | None = None, *, prompt_text: str | None = None,
+                    cache_salt: str = "") -> None:
+        """Queue a request.  `prompt` is text (tokenised here) or token ids;
+        `prompt_text` labels an id prompt in the outputs.  Raises ValueError
+        for a duplicate id, an empty or too long prompt, out-of-vocabulary
+        ids or bad params, and sched.scheduler.QueueFull when the queue is
+        full."""
+        params = SamplingParams() if params is None else params
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
+        if request_id in self._states:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        text, ids = self._tokenize(prompt, prompt_text)
+        if len(ids) >= self.max_model_len:
+            raise ValueError(f"prompt has {len(ids)} tokens; max_model_len={self.max_model_len} leaves no room "
+                             "for an output token")
+        eos = self.tokenizer.eos_token_ids
+        if len(eos) > 1 and not params.ignore_eos:   # the scheduler knows one eos; the rest stop like stop ids
+            extra = tuple(t for t in eos[1:] if t not in params.stop_token_ids)
+            sched_params = replace(params, stop_token_ids=params.stop_token_ids + extra)
+        else:
+            sched_params = params
+        arrival = time.monotonic() if arrival_time is None else arrival_time
+        req = Request(request_id, ids, params=sched_params, arrival_time=arrival, cache_salt=cache_salt,
+                      eos_token_id=eos[0] if eos else None)
+        self.scheduler.add_request(req)
+        self._states[request_id] = ReqOutputState(request_id, text, tuple(ids), params, self.tokenizer, arrival)
+
+    def _tokenize(self, prompt: str | Sequence[int], prompt_text: str | None) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt must be non-empty")
+            return prompt, self.tokenizer.encode(prompt)
+        ids = list(prompt)
+        if not ids:
+            raise ValueError("prompt must contain at least one token")
+        vocab = self.vocab_size
+        bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token ids must be integers in [0, {vocab}), got {bad[:5]}")
+        return prompt_text, ids
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """End a request now; returns its final output (finish_reason
+        "abort"), or None for an unknown or already finished id."""
+        state = self._states.pop(request_id, None)
+        if state is None:
+            return None
+        self.scheduler.finish_request(request_id, FinishReason.ABORT)
+        self.sampler.drop([request_id])
+        return state.abort(time.monotonic())
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._states) or self.scheduler.has_unfinished()
+
+    def get_num_unfinished_requests(self) -> int:
+        return len(self._states)
+
+    # -------------------------------------------------------------- step
+    def step(self) -> list[RequestOutput]:
+        """Run one scheduler step; return an output for every request that
+        gained text or tokens or finished in it."""
+        plan = self.scheduler.schedule()
+        if plan.finished:
+            self.sampler.drop(plan.finished)
+        t0 = time.perf_counter()
+        sampled: dict[str, tuple[int, ...]] = {}
+        if not plan.empty:
+            result = self.runner.execute(plan)
+            by_id = {s.req_id: s for s in plan.seqs}
+            tokens = self.sampler.sample(result.logits, [by_id[r] for r in result.req_ids])
+            sampled = {r: (t,) for r, t in zip(result.req_ids, tokens)}
+            self._num_steps += 1
+        now = time.monotonic()
+        updates = self.scheduler.update(plan, StepResult(sampled, time.perf_counter() - t0), now)
+        outputs = []
+        for u in updates:
+            state = self._states.get(u.req_id)
+            if state is None or (not u.new_token_ids and not u.finished):
+                continue
+            self._generated += len(u.new_token_ids)
+            step = state.apply(u.new_token_ids, u.finish_reason if u.finished else None, now, u.num_cached_tokens)
+            if step.stopped_by is not None:
+                self.scheduler.finish_request(u.req_id, FinishReason.STOP)
+            if state.finished:
+                del self._states[u.req_id]
+                self.sampler.drop([u.req_id])
+            outputs.append(step.output)
+        return outputs
+
+    def stats(self) -> EngineStats:
+        s, usage = self.scheduler.stats, self.manager.usage()
+        return EngineStats(len(self.scheduler.running), len(self.scheduler.waiting), s.num_preemptions,
+                           s.num_finished, self._num_steps, s.prompt_tokens, s.hit_tokens, self._generated,
+                           usage.pool_bytes, usage.used_bytes, usage.cached_bytes, usage.utilisation)

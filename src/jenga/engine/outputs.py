@@ -1,0 +1,71 @@
+"""What the engine hands back: per-request outputs, in vLLM's shape.
+
+`LLMEngine.step()` returns one `RequestOutput` per request that changed in
+the step: the cumulative text and token ids so far (`outputs[0]`), and
+`delta`, only what the step added, which is what a streaming server sends.
+All of it is frozen; finish reasons are the strings of sched's FinishReason
+("stop", "length", "abort", "error").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CompletionOutput:
+    """One completion.  finish_reason is None while running; stop_reason is
+    the stop string or stop token id that ended it, else None."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    index: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True)
+class RequestMetrics:
+    """Wall-clock times (time.monotonic seconds) of a request's life."""
+
+    arrival_time: float
+    first_token_time: float | None = None
+    finish_time: float | None = None
+
+    @property
+    def ttft(self) -> float | None:
+        """Time to first token, None before it."""
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+
+@dataclass(frozen=True)
+class DeltaOutput:
+    """What one step added to a request: the newly streamable text, the new
+    token ids, and whether it finished (then with why)."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    finished: bool = False
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """A request's state after a step (or at the end for LLM.generate).
+
+    num_cached_tokens: prompt tokens served from the prefix cache.
+    """
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: tuple[int, ...]
+    outputs: tuple[CompletionOutput, ...]
+    finished: bool
+    num_cached_tokens: int
+    metrics: RequestMetrics
+    delta: DeltaOutput | None = None
