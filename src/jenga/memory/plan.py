@@ -10,7 +10,7 @@ lies in large page `s // per_large`.
 
 `build_plan` chooses page sizes (see `planner.py` for how the LCM is bounded)
 and the allocator flavour: `jenga`, or one of the paper's baselines
-(`max-page`, `static`, `uniform`, built in `baselines.py`).
+(`max-page`, `static`, `uniform`, built in `planner.py`).
 """
 
 from __future__ import annotations

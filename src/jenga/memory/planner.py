@@ -37,7 +37,6 @@ from .spec import LayerSpec, ModelShape, dtype_bytes
 
 # Kinds whose pages are keyed by image, not token position: any page_tokens
 # works for them, the prefix hash block need not divide it.
-_IMAGE_KEYED = frozenset({"cross", "vision"})
 # token groups may double page_tokens up to 2^6 times to bound the LCM
 _MAX_DOUBLINGS = 6
 
@@ -126,7 +125,7 @@ def _page_token_options(spec: LayerSpec, base: int) -> tuple[int, ...]:
     if policy_for(spec.kind).recurrent:
         return (1,)
     scaled = tuple(base << j for j in range(_MAX_DOUBLINGS + 1))
-    return ((1,) + scaled) if spec.kind in _IMAGE_KEYED else scaled
+    return ((1,) + scaled) if policy_for(spec.kind).image_keyed else scaled
 
 
 def _jenga_needs(units: list[_Unit], base: int) -> list[Need]:
@@ -214,7 +213,7 @@ def _sizing_notes(units: list[_Unit], needs: list[Need], sizings: list[Sizing], 
         label = f"group {gid}" if s.split == 1 else f"groups {gid}-{gid + s.split - 1}"
         what = f"{label} ({u.spec.describe()} x{len(u.layers)})"
         parts = []
-        if u.spec.kind in _IMAGE_KEYED and s.page_tokens == 1:
+        if policy_for(u.spec.kind).image_keyed and s.page_tokens == 1:
             parts.append("1 token per page, since its state is allocated once per image at a known size "
                          "(no last-page rounding)")
         elif s.page_tokens != need.page_tokens[0]:

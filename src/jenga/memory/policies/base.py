@@ -34,6 +34,7 @@ class Policy:
 
     kinds: tuple[str, ...] = ()
     recurrent = False   # holds one running state, checkpointed for caching
+    image_keyed = False  # holds per-image encoder state, allocated at a known size
 
     def __init__(self, group: Group, base_tokens: int, rules: AllocatorRules, mamba_interval: int) -> None:
         self.group = group

@@ -24,6 +24,7 @@ from .base import NO_PAGE, Alloc, Policy
 
 
 class _ImagePolicy(Policy):
+    image_keyed = True
     def _pages(self, n: int) -> int:
         return -(-n // self.P)
 
