@@ -1,0 +1,249 @@
+"""AsyncEngine: one background thread runs the engine; asyncio tasks talk to it.
+
+The engine is not thread-safe, so exactly one thread ("jenga-engine")
+touches it.  That thread runs `engine.step()` while requests are
+unfinished and, between steps, executes commands queued by the event loop
+(`add_request`, `abort`, metric snapshots, test probes).  When nothing is
+left it blocks on the command queue, so an idle server burns no CPU.
+Every step's outputs cross back to the event loop in one
+`call_soon_threadsafe` and land in per-request asyncio queues: all
+concurrent HTTP requests therefore batch together in the same steps.
+
+A `RequestStream` aborts its request when it is closed before the request
+finished (the client went away), so the request's pages are released at the
+next step boundary.  `shutdown` waits up to a drain timeout for in-flight
+requests, aborts the rest, and joins the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("jenga.server")
+_STOP = object()
+
+
+class EngineDead(RuntimeError):
+    """The engine thread stopped (shut down, or a step raised)."""
+
+
+class RequestStream:
+    """Outputs of one request, in order, as the engine produces them.
+
+    Iterate it with `async for`; iteration ends after the output whose
+    `finished` is true.  Raises EngineDead if the engine stops first.
+    `close()` must be called when the consumer is done (use try/finally):
+    an unfinished request is then aborted.
+    """
+
+    def __init__(self, owner: AsyncEngine, request_id: str, arrival: float) -> None:
+        self.owner, self.request_id, self.arrival = owner, request_id, arrival
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.finished = False
+        self.first_token_time: float | None = None
+        self.num_output_tokens = 0
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.finished:
+            raise StopAsyncIteration
+        item = await self.queue.get()
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        self.finished = bool(item.finished)
+        return item
+
+    def close(self) -> None:
+        """Idempotent.  Aborts the request in the engine unless it finished."""
+        self.owner._close(self)
+
+
+class AsyncEngine:
+    """Serves one engine to many asyncio tasks (see module doc).
+
+    `on_output(stream, output, now)` and `on_close(stream, aborted)` are
+    optional hooks (metrics) called on the event loop thread.
+    """
+
+    def __init__(self, engine: Any, *, on_output: Callable | None = None,
+                 on_close: Callable | None = None) -> None:
+        self.engine = engine
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._streams: dict[str, RequestStream] = {}
+        self._live: set[str] = set()   # engine-thread view of unfinished request ids
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_output, self._on_close = on_output, on_close
+        self.error: BaseException | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the engine thread; call from the event loop that will use it."""
+        if self._thread is not None:
+            raise RuntimeError("AsyncEngine already started")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="jenga-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._streams)
+
+    async def shutdown(self, drain_timeout_s: float = 0.0) -> None:
+        """Let in-flight requests finish for up to `drain_timeout_s`, abort
+        the rest (their streams raise EngineDead), and join the thread."""
+        deadline = time.monotonic() + drain_timeout_s
+        while self._streams and time.monotonic() < deadline and self.healthy:
+            await asyncio.sleep(0.02)
+        self._stopping = True
+        if self._thread is not None:
+            self._commands.put(_STOP)
+            await asyncio.to_thread(self._thread.join)
+        for stream in list(self._streams.values()):
+            stream.queue.put_nowait(EngineDead("server is shutting down"))
+        self._streams.clear()
+
+    # -------------------------------------------------------------- requests
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(engine)` on the engine thread between steps; returns its
+        result or raises its exception."""
+        if not self.healthy or self._stopping:
+            raise EngineDead("engine is not running")
+        fut = self._loop.create_future()
+        self._commands.put((fn, fut))
+        return await fut
+
+    async def add_request(self, request_id: str, prompt: Any, params: Any, **extra: Any) -> RequestStream:
+        """Queue a request; returns its stream.  Raises what
+        `engine.add_request` raises (ValueError, QueueFull) or EngineDead.
+        If the caller is cancelled meanwhile, the request is aborted."""
+        if request_id in self._streams:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        stream = RequestStream(self, request_id, time.monotonic())
+        self._streams[request_id] = stream
+
+        def add(engine: Any) -> None:
+            engine.add_request(request_id, prompt, params, **extra)
+            self._live.add(request_id)
+
+        try:
+            await self.call(add)
+        except BaseException:
+            self._streams.pop(request_id, None)
+            self._submit(lambda e: self._abort_now(e, request_id))   # in case the add ran after all
+            raise
+        return stream
+
+    def _close(self, stream: RequestStream) -> None:
+        if self._streams.get(stream.request_id) is not stream:
+            return
+        del self._streams[stream.request_id]
+        aborted = not stream.finished
+        if aborted:
+            self._submit(lambda e: self._abort_now(e, stream.request_id))
+        if self._on_close is not None:
+            self._on_close(stream, aborted)
+
+    def _abort_now(self, engine: Any, request_id: str) -> None:
+        if request_id in self._live:
+            self._live.discard(request_id)
+            engine.abort(request_id)
+
+    def _submit(self, fn: Callable[[Any], Any]) -> None:
+        """Fire-and-forget command (no-op once the thread is gone)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._commands.put((fn, None))
+
+    # ------------------------------------------------------- engine thread
+    def _run(self) -> None:
+        engine = self.engine
+        try:
+            while True:
+                if not self._run_commands(block=not engine.has_unfinished_requests()):
+                    break
+                if not engine.has_unfinished_requests():
+                    continue
+                outputs = engine.step()
+                now = time.monotonic()
+                for out in outputs:
+                    if out.finished:
+                        self._live.discard(out.request_id)
+                if outputs:
+                    self._to_loop(self._dispatch, outputs, now)
+        except BaseException as e:   # a bug in a step must not leave clients hanging
+            log.exception("engine thread failed")
+            self.error = e
+            self._to_loop(self._fail_all, EngineDead(f"engine failed: {type(e).__name__}"))
+            return
+        for request_id in list(self._live):   # shutdown: release what is left
+            self._abort_now(engine, request_id)
+
+    def _run_commands(self, block: bool) -> bool:
+        """Execute queued commands; False once asked to stop."""
+        while True:
+            try:
+                item = self._commands.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if item is _STOP:
+                return False
+            fn, fut = item
+            try:
+                result = fn(self.engine)
+            except Exception as e:
+                if fut is not None:
+                    self._to_loop(_settle, fut, None, e)
+                else:
+                    log.warning("engine command failed: %s", e)
+            else:
+                if fut is not None:
+                    self._to_loop(_settle, fut, result, None)
+
+    def _to_loop(self, fn: Callable, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:   # loop closed: nobody is listening any more
+            pass
+
+    # ---------------------------------------------------------- event loop
+    def _dispatch(self, outputs: list, now: float) -> None:
+        for out in outputs:
+            stream = self._streams.get(out.request_id)
+            if stream is None:
+                continue   # closed by its consumer; the abort is on its way
+            n = len(out.outputs[0].token_ids) if out.outputs else 0
+            if n and stream.first_token_time is None:
+                stream.first_token_time = now
+            stream.num_output_tokens = n
+            if self._on_output is not None:
+                self._on_output(stream, out, now)
+            stream.queue.put_nowait(out)
+
+    def _fail_all(self, err: BaseException) -> None:
+        for stream in self._streams.values():
+            stream.queue.put_nowait(err)
+
+
+def _settle(fut: asyncio.Future, result: Any, err: BaseException | None) -> None:
+    if fut.done():   # the awaiting task was cancelled
+        return
+    if err is not None:
+        fut.set_exception(err)
+    else:
+        fut.set_result(result)

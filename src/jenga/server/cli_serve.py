@@ -1,0 +1,142 @@
+"""`jenga serve`: load the engine, then serve it over HTTP with uvicorn.
+
+Flag names follow `vllm serve`.  Engine flags are generated from
+`EngineConfig` (so they never drift from it); server flags are ours.  The
+server listens on 127.0.0.1 unless told otherwise, and requires
+`Authorization: Bearer KEY` on /v1/* when `--api-key` or the JENGA_API_KEY
+environment variable is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import re
+import sys
+
+from ..cliutil import add_dataclass_args, from_args
+
+log = logging.getLogger("jenga.server")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """`1073741824`, `1GiB`, `512MiB`, `2GB` -> bytes.  Raises
+    argparse.ArgumentTypeError on anything else."""
+    m = _SIZE.match(text)
+    unit = (m.group(2) or "").lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (examples: 268435456, 256MiB, 2GiB)")
+    value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"byte size must be positive: {text!r}")
+    return value
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """All `jenga serve` options (the lead's CLI calls this)."""
+    from ..engine.config import EngineConfig
+
+    parser.add_argument("model", nargs="?", default=None,
+                        help="local Hugging Face model folder (default: the bundled SmolLM2-135M-Instruct)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=None,
+                        help="require this bearer key on /v1/* (default: $JENGA_API_KEY if set)")
+    parser.add_argument("--served-model-name", default=None,
+                        help="model name clients send (default: the MODEL argument or the folder name)")
+    parser.add_argument("--max-waiting", type=int, default=None,
+                        help="most queued requests; beyond it the server answers 503 with Retry-After")
+    parser.add_argument("--kv-cache-memory", type=parse_bytes, default=None,
+                        help="KV pool size in bytes (suffixes MiB, GiB accepted)")
+    parser.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
+    parser.add_argument("--max-image-bytes", type=parse_bytes, default=20 * 2**20)
+    parser.add_argument("--allowed-local-media-path", default=None,
+                        help="directory from which chat messages may reference local image files")
+    parser.add_argument("--drain-timeout", type=float, default=5.0,
+                        help="seconds in-flight requests may finish on shutdown before being aborted")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_dataclass_args(parser, EngineConfig, skip=("model", "kv_cache_memory", "max_model_len"))
+
+
+def build_engine_config(args: argparse.Namespace):
+    """EngineConfig from parsed flags.  Raises ValueError naming the field."""
+    from ..engine.config import EngineConfig
+
+    overrides = {"model": args.model, "kv_cache_memory": args.kv_cache_memory, "max_model_len": args.max_model_len}
+    if args.max_waiting is not None and _engine_has_max_waiting():
+        overrides["max_waiting"] = args.max_waiting
+    return from_args(EngineConfig, args, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _engine_has_max_waiting() -> bool:
+    from ..engine.config import EngineConfig
+
+    return any(f.name == "max_waiting" for f in dataclasses.fields(EngineConfig))
+
+
+def apply_max_waiting(engine, max_waiting: int | None) -> None:
+    """Bound the scheduler's waiting queue.  EngineConfig has no max_waiting
+    field yet, so the scheduler's (frozen, validated) config is replaced
+    before any request arrives; a no-op when EngineConfig carries it."""
+    if max_waiting is None or _engine_has_max_waiting():
+        return
+    engine.scheduler.config = dataclasses.replace(engine.scheduler.config, max_waiting=max_waiting)
+
+
+def build_server_config(args: argparse.Namespace, engine):
+    from .app import ServerConfig
+
+    name = args.served_model_name or (str(args.model).rstrip("/") if args.model else engine.model_path.name)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("JENGA_API_KEY") or None
+    return ServerConfig(served_model_name=name, api_key=api_key, max_image_bytes=args.max_image_bytes,
+                        allowed_local_media_path=args.allowed_local_media_path,
+                        drain_timeout_s=args.drain_timeout,
+                        # base64 images grow by 4/3: leave room for a few full-size ones
+                        max_body_bytes=max(64 * 2**20, 4 * args.max_image_bytes))
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """Load the engine and serve until interrupted.  Returns the exit code
+    (2 for a bad option value, reported without a traceback)."""
+    import uvicorn
+
+    from ..engine.llm_engine import LLMEngine
+    from .app import build_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        engine_config = build_engine_config(args)
+        if args.max_waiting is not None and args.max_waiting <= 0:
+            raise ValueError(f"max_waiting must be a positive integer, got {args.max_waiting}")
+        engine = LLMEngine(engine_config)
+        apply_max_waiting(engine, args.max_waiting)
+        server_config = build_server_config(args, engine)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"jenga serve: error: {e}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and server_config.api_key is None:
+        log.warning("listening on %s without an API key: anyone who can reach it may use it", args.host)
+    log.info("serving %s as %r on http://%s:%d/v1 (max_model_len %d)", engine.model_path,
+             server_config.served_model_name, args.host, args.port, engine.max_model_len)
+    app = build_app(engine, server_config)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=args.drain_timeout)
+    return 0
+
+
+main = serve_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jenga serve", description=__doc__.splitlines()[0])
+    add_args(parser)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main(build_parser().parse_args()))

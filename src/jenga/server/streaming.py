@@ -1,0 +1,117 @@
+"""Engine outputs to OpenAI responses: whole bodies and SSE streams.
+
+The engine's `RequestOutput` carries the request's text and token ids so
+far; each SSE chunk sends the text added since the previous one.  Streams
+end with `data: [DONE]`; when `stream_options.include_usage` is set, every
+chunk has `"usage": null` and one last chunk with no choices carries it.
+An engine error ends a stream with an `{"error": ...}` event, then [DONE].
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from .async_engine import EngineDead, RequestStream
+from .errors import APIError
+from .protocol import (AssistantMessage, ChatChoice, ChatCompletionResponse, CompletionChoice,
+                       CompletionResponse, Usage)
+
+_ENGINE_ERROR = "the engine could not run this request (it does not fit in the KV pool)"
+
+
+class SSEResponse(StreamingResponse):
+    """An event stream that always closes its RequestStream, however the
+    response ends: finished, client disconnected, or never started."""
+
+    def __init__(self, content: AsyncIterator[str], stream: RequestStream) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._request_stream = stream
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._request_stream.close()
+
+
+def finish_reason(out: Any) -> str | None:
+    reason = out.outputs[0].finish_reason
+    return None if reason is None else str(getattr(reason, "value", reason))
+
+
+def usage_of(out: Any) -> Usage:
+    return Usage.of(len(out.prompt_token_ids), len(out.outputs[0].token_ids))
+
+
+def _checked(out: Any) -> Any:
+    if finish_reason(out) == "error":
+        raise APIError(_ENGINE_ERROR, status=500, type="server_error")
+    return out
+
+
+def completion_response(request_id: str, model: str, out: Any) -> CompletionResponse:
+    out = _checked(out)
+    choice = CompletionChoice(text=out.outputs[0].text, finish_reason=finish_reason(out))
+    return CompletionResponse(id=request_id, model=model, choices=[choice], usage=usage_of(out))
+
+
+def chat_response(request_id: str, model: str, out: Any) -> ChatCompletionResponse:
+    out = _checked(out)
+    choice = ChatChoice(message=AssistantMessage(content=out.outputs[0].text), finish_reason=finish_reason(out))
+    return ChatCompletionResponse(id=request_id, model=model, choices=[choice], usage=usage_of(out))
+
+
+def _event(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+async def _events(stream: RequestStream, model: str, include_usage: bool, chat: bool) -> AsyncIterator[str]:
+    base = {"id": stream.request_id, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()), "model": model}
+    if include_usage:
+        base["usage"] = None
+
+    def chunk(text: str | None, reason: str | None, first: bool = False) -> str:
+        if chat:
+            delta = {"role": "assistant", "content": ""} if first else ({} if text is None else {"content": text})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+        return _event({**base, "choices": [choice]})
+
+    sent, last = 0, None
+    try:
+        if chat:
+            yield chunk(None, None, first=True)
+        async for out in stream:
+            last = out
+            text = out.outputs[0].text
+            reason = finish_reason(out)
+            if reason == "error":
+                raise APIError(_ENGINE_ERROR, status=500, type="server_error")
+            if len(text) > sent:
+                yield chunk(text[sent:], None)
+                sent = len(text)
+            if reason is not None:
+                yield chunk(None, reason)
+        if include_usage and last is not None:
+            yield _event({**base, "choices": [], "usage": usage_of(last).model_dump()})
+    except APIError as e:
+        yield _event(e.body())
+    except EngineDead as e:
+        yield _event(APIError(str(e), status=503, type="server_error").body())
+    yield "data: [DONE]\n\n"
+
+
+def completion_sse(stream: RequestStream, model: str, include_usage: bool) -> AsyncIterator[str]:
+    return _events(stream, model, include_usage, chat=False)
+
+
+def chat_sse(stream: RequestStream, model: str, include_usage: bool) -> AsyncIterator[str]:
+    return _events(stream, model, include_usage, chat=True)

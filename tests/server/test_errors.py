@@ -1,0 +1,202 @@
+"""Bad input gets a 400 naming the field (never a 500, never a traceback);
+a full queue gets a 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+
+import httpx
+import openai
+import pytest
+
+GOOD_CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 2}
+GOOD_COMPLETION = {"model": "tiny", "prompt": "hello", "max_tokens": 2}
+
+
+def post(live, path: str, body) -> httpx.Response:
+    kw = {"content": body} if isinstance(body, (str, bytes)) else {"json": body}
+    return httpx.post(live.base_url + path, headers={"content-type": "application/json"}, timeout=30, **kw)
+
+
+def assert_400(resp: httpx.Response, param: str | None, words: str) -> None:
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] is None
+    assert err["param"] == param
+    assert words in err["message"], err["message"]
+    assert "Traceback" not in resp.text
+
+
+@pytest.mark.parametrize("body,param,words", [
+    ("{not json", None, "not valid JSON"),
+    ("", None, "empty"),
+    ("[1, 2]", None, "JSON object"),
+    ({**GOOD_COMPLETION, "model": "gpt-4"}, "model", "does not exist"),
+    ({"prompt": "hi"}, "model", "Field required"),
+    ({**GOOD_COMPLETION, "max_tokens": -1}, "max_tokens", "max_tokens must be in [1, 256]"),
+    ({**GOOD_COMPLETION, "max_tokens": 10**9}, "max_tokens", "max_tokens must be in [1, 256]"),
+    ({**GOOD_COMPLETION, "prompt": "word " * 60, "max_tokens": 250}, "max_tokens", "maximum context length is 256"),
+    ({**GOOD_COMPLETION, "prompt": 5}, "prompt", "expected one of str, list[int], list[str], list[list[int]]"),
+    ({**GOOD_COMPLETION, "max_tokens": "many"}, "max_tokens", "valid integer"),
+    ({**GOOD_COMPLETION, "temperature": 2.5}, "temperature", "temperature must be in [0, 2]"),
+    ({**GOOD_COMPLETION, "temperature": -0.1}, "temperature", "temperature must be in [0, 2]"),
+    ({**GOOD_COMPLETION, "top_p": 0}, "top_p", "top_p must be in (0, 1]"),
+    ({**GOOD_COMPLETION, "top_p": 1.5}, "top_p", "top_p must be in (0, 1]"),
+    ({**GOOD_COMPLETION, "top_k": -3}, "top_k", "top_k must be"),
+    ({**GOOD_COMPLETION, "n": 2}, "n", "n must be 1"),
+    ({**GOOD_COMPLETION, "logprobs": 2}, "logprobs", "not supported"),
+    ({**GOOD_COMPLETION, "prompt": ""}, "prompt", "must not be empty"),
+    ({**GOOD_COMPLETION, "prompt": ["a", "b"]}, "prompt", "one prompt"),
+    ({**GOOD_COMPLETION, "prompt": [5, 100000]}, "prompt", "token ids must"),
+    ({**GOOD_COMPLETION, "prompt": list(range(3, 259))}, "prompt", "maximum context length is 256"),
+    ({**GOOD_COMPLETION, "stop": [""]}, "stop", "non-empty"),
+    ({**GOOD_COMPLETION, "seed": 2**70}, "seed", "64-bit"),
+    ({**GOOD_COMPLETION, "seed": True}, "seed", "valid integer"),
+    ({**GOOD_COMPLETION, "max_tokens": 2.5}, "max_tokens", "valid integer"),
+    ({**GOOD_COMPLETION, "top_k": 2**70}, "top_k", "top_k must be"),
+    ({**GOOD_COMPLETION, "stop_token_ids": [-1]}, "stop_token_ids", "non-negative"),
+    ({**GOOD_COMPLETION, "min_tokens": -1}, "min_tokens", "min_tokens must be"),
+    ({**GOOD_COMPLETION, "stream_options": {"include_usage": True}}, "stream_options", "only allowed"),
+])
+def test_bad_completion_requests(live, body, param, words):
+    assert_400(post(live, "/completions", body), param, words)
+
+
+@pytest.mark.parametrize("messages,param,words", [
+    ([], "messages", "at least one"),
+    ([{"role": "robot", "content": "hi"}], "messages[0].role", "Input should be"),
+    ([{"role": "user", "content": "hi"}, {"content": "x"}], "messages[1].role", "Field required"),
+    ([{"role": "user", "content": [{"type": "audio", "data": "x"}]}], "messages[0].content[0]", "does not match"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "messages[0].content[0].image_url.url",
+     "Field required"),
+    ([{"role": "user", "content": "word " * 300}], "messages", "maximum context length is 256"),
+])
+def test_bad_chat_messages(live, messages, param, words):
+    assert_400(post(live, "/chat/completions", {**GOOD_CHAT, "messages": messages}), param, words)
+
+
+def _png(size=(4, 4)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 10, 10)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image_chat(url: str) -> dict:
+    content = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": url}}]
+    return {**GOOD_CHAT, "messages": [{"role": "user", "content": content}]}
+
+
+@pytest.mark.parametrize("url,words", [
+    ("data:image/png;base64," + base64.b64encode(_png()).decode(), "model does not accept images"),
+    ("data:image/png;base64," + base64.b64encode(b"not a png at all").decode(), "could not be decoded"),
+    ("data:image/png;base64,@@@@", "invalid base64"),
+    ("data:text/plain;base64,aGVsbG8=", "data:image/"),
+    ("https://example.com/cat.png", "remote image URLs are not fetched"),
+    ("/etc/passwd", "local image paths are disabled"),
+    ("cat.png", "absolute local file path"),
+])
+def test_bad_or_refused_images(live, url, words):
+    assert_400(post(live, "/chat/completions", _image_chat(url)), "messages[0].content[1]", words)
+
+
+def test_oversized_image_is_refused(make_engine):
+    from live import LiveServer
+
+    server = LiveServer(make_engine(), max_image_bytes=64)
+    try:
+        url = "data:image/png;base64," + base64.b64encode(_png((64, 64))).decode()
+        assert_400(post(server, "/chat/completions", _image_chat(url)), "messages[0].content[1]",
+                   "larger than the limit of 64 bytes")
+    finally:
+        server.stop()
+
+
+def test_local_image_paths_only_under_the_allowed_folder(make_engine, tmp_path):
+    from live import LiveServer
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "cat.png").write_bytes(_png())
+    (tmp_path / "secret.png").write_bytes(_png())
+    server = LiveServer(make_engine(), allowed_local_media_path=str(tmp_path / "ok"))
+    try:
+        assert_400(post(server, "/chat/completions", _image_chat(str(tmp_path / "secret.png"))),
+                   "messages[0].content[1]", "must lie under")
+        assert_400(post(server, "/chat/completions", _image_chat(str(tmp_path / "ok" / "../secret.png"))),
+                   "messages[0].content[1]", "must lie under")
+        # decodes fine, then the text-only model refuses it
+        assert_400(post(server, "/chat/completions", _image_chat("file://" + str(tmp_path / "ok" / "cat.png"))),
+                   "messages[0].content[1]", "model does not accept images")
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("extra", [{"seed": -(2**63)}, {"top_k": 10**9, "temperature": 1.0},
+                                   {"temperature": 1e-30}, {"top_p": 1e-45}, {"min_tokens": 10**6},
+                                   {"stop": ["\u0000", "x" * 5000]}, {"prompt": [0]}])
+def test_odd_but_valid_values_are_served_and_the_engine_survives(live, extra):
+    r = post(live, "/completions", {**GOOD_COMPLETION, "ignore_eos": True, **extra})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 2
+    assert httpx.get(live.root + "/health").status_code == 200
+
+
+def test_oversized_body_is_refused_with_413(make_engine):
+    from live import LiveServer
+
+    server = LiveServer(make_engine(), max_body_bytes=1000)
+    try:
+        r = post(server, "/completions", {**GOOD_COMPLETION, "prompt": "x" * 2000})
+        assert r.status_code == 413 and "larger than 1000 bytes" in r.json()["error"]["message"]
+        assert post(server, "/completions", GOOD_COMPLETION).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_openai_client_sees_bad_request_error(live):
+    client = openai.OpenAI(base_url=live.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], n=3)
+    assert e.value.body["param"] == "n"
+
+
+def test_unknown_route_is_a_json_404(live):
+    r = httpx.get(live.base_url + "/nothing-here")
+    assert r.status_code == 404
+    assert r.json()["error"]["type"] == "not_found_error"
+
+
+def test_full_queue_answers_503_with_retry_after(make_engine):
+    """With max_waiting=1, the engine thread held still while 4 requests
+    queue up: the first is admitted to the queue, the other 3 get 503."""
+    from live import LiveServer
+
+    server = LiveServer(make_engine(max_waiting=1))
+    release = threading.Event()
+    try:
+        blocker = threading.Thread(target=server.on_engine, args=(lambda e: release.wait(30),))
+        blocker.start()
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+                tasks = [asyncio.create_task(c.post("/completions", json=GOOD_COMPLETION)) for _ in range(4)]
+                while server.async_engine._commands.qsize() < 4:   # all four adds are queued behind the blocker
+                    await asyncio.sleep(0.01)
+                release.set()
+                return await asyncio.gather(*tasks)
+
+        responses = asyncio.run(burst())
+        blocker.join()
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [200, 503, 503, 503]
+        for r in responses:
+            if r.status_code == 503:
+                assert r.headers["retry-after"] == "1"
+                assert r.json()["error"]["code"] == "queue_full"
+    finally:
+        release.set()
+        server.stop()
