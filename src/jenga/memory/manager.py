@@ -234,7 +234,8 @@ class MemoryManager:
             unit = g.spec.unit_bytes() * len(g.layers)
             needed = sum(p.needed_units(r) for r in self.reqs.values() if r.alloc_end) * unit
             per.append(GroupUsage(g.gid, g.spec.describe(), used * g.small_page_bytes,
-                                  cached * g.small_page_bytes, needed))
+                                  cached * g.small_page_bytes, needed,
+                                  self.pool.held[g.gid] * self.plan.large_page_bytes))
         return MemoryUsage(self.plan.pool_bytes, self.pool.num_free_large() * self.plan.large_page_bytes,
                            self.pool.num_free_large(), tuple(per))
 

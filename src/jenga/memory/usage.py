@@ -8,13 +8,19 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class GroupUsage:
     """One group: bytes in pages held by requests, in evictable cached
-    pages, and of state running requests still need (token granular)."""
+    pages, of state running requests still need (token granular), and of
+    the large pages the group holds (free_bytes: their unused small pages)."""
 
     gid: int
     label: str
     used_bytes: int
     cached_bytes: int
     needed_bytes: int
+    held_bytes: int = 0
+
+    @property
+    def free_bytes(self) -> int:
+        return self.held_bytes - self.used_bytes - self.cached_bytes
 
 
 @dataclass(frozen=True)

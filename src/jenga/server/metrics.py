@@ -61,11 +61,9 @@ def snapshot(engine: Any) -> EngineSnapshot:
     sched = engine.scheduler
     manager, stats = sched.manager, sched.stats
     usage = manager.usage()
-    large = manager.plan.large_page_bytes
-    held = manager.pool.held
     per_group_hits = list(stats.hit_tokens_per_group) + [0] * len(usage.per_group)
     groups = tuple(GroupSnapshot(g.gid, g.label, g.used_bytes, g.cached_bytes,
-                                 held[g.gid] * large - g.used_bytes - g.cached_bytes, per_group_hits[g.gid])
+                                 g.free_bytes, per_group_hits[g.gid])
                    for g in usage.per_group)
     return EngineSnapshot(groups, usage.pool_bytes, usage.free_bytes, usage.free_large_pages,
                           usage.utilisation, len(sched.running), len(sched.waiting), stats.num_preemptions,
