@@ -187,3 +187,13 @@ def test_vision_outside_pool_reruns_the_encoder_for_every_chunk():
         runs.append(m.allocate("a", start, end).encoder_runs)
         m.commit("a", end)
     assert runs == [(0,), (0,), (0,)]        # vLLM v0: once per chunk, not once per image
+
+
+def test_needed_bytes_count_shared_pages_once():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4)], 16))
+    run(m, "a", list(range(9)))
+    one = m.usage().needed_bytes
+    assert one == 9 * 8                               # 9 tokens x 8 bytes
+    run(m, "b", list(range(8)) + [50])                # shares pages 0, 1 (8 tokens)
+    assert m.usage().needed_bytes == (9 + 1) * 8      # b adds only its own token
+    m.check_invariants()

@@ -232,7 +232,9 @@ class MemoryManager:
         for p, g in zip(self.policies, self.plan.groups):
             used, cached = self.pool.counts(g.gid)
             unit = g.spec.unit_bytes() * len(g.layers)
-            needed = sum(p.needed_units(r) for r in self.reqs.values() if r.alloc_end) * unit
+            # a page shared by k requests holds its tokens once, not k times
+            units = sum(p.needed_units(r) for r in self.reqs.values() if r.alloc_end)
+            needed = max(0, units - self.pool.n_shared[g.gid] * g.page_tokens) * unit
             per.append(GroupUsage(g.gid, g.spec.describe(), used * g.small_page_bytes,
                                   cached * g.small_page_bytes, needed,
                                   self.pool.held[g.gid] * self.plan.large_page_bytes))

@@ -57,6 +57,7 @@ class PagePool:
         self.evictions = [0] * len(groups)
         self.n_used = [0] * len(groups)
         self.n_cached = [0] * len(groups)
+        self.n_shared = [0] * len(groups)   # sum over pages of (references - 1)
 
     # ----------------------------------------------------------- queries
     def large_of(self, gid: int, page: int) -> int:
@@ -178,6 +179,8 @@ class PagePool:
             self.n_used[gid] += 1
             self.small_version[gid][page] += 1
             self._set_used(lp, +1)
+        else:
+            self.n_shared[gid] += 1
         self.ref[gid][page] += 1
 
     def release(self, gid: int, page: int, stamp: Stamp) -> None:
@@ -187,6 +190,7 @@ class PagePool:
             raise ValueError(f"group {gid} page {page} released more often than taken")
         self.ref[gid][page] -= 1
         if self.ref[gid][page]:
+            self.n_shared[gid] -= 1
             return
         lp = self.large_of(gid, page)
         self.large_used[lp] -= 1
@@ -322,6 +326,8 @@ class PagePool:
                 used += ref > 0
                 cached += ref == 0 and key is not None
             assert (used, cached) == (self.n_used[gid], self.n_cached[gid]), f"group {gid}: counters drifted"
+            shared = sum(max(0, r - 1) for r in self.ref[gid])
+            assert shared == self.n_shared[gid], f"group {gid}: shared-reference count drifted"
         for lp in range(n):
             gid = self.large_group[lp]
             if gid is None:
