@@ -169,6 +169,8 @@ class MemoryManager:
             r.num_computed = num_computed
             return
         for p in self.policies:
+            if num_computed < p.commit_threshold(r) and not r.pending[p.gid] and p.gid not in r.scratch:
+                continue   # nothing for this group (others may have work)
             table = r.tables[p.gid]
             p.settle(r, num_computed, lambda page, prio=0, p=p: self.pool.release(p.gid, page, self._stamp_prio(prio)))
             for i, key in p.cacheable(r, num_computed):

@@ -50,6 +50,7 @@ class PagePool:
         self.free_slots: dict[int, list[int]] = {}
         self.open_heap: list[list[int]] = [[] for _ in groups]
         self.owned: dict[Hashable, list[set[int]]] = {}
+        self.own_open: dict[Hashable, list[set[int]]] = {}   # owned large pages with a free slot
         self.cached_heap: list[list] = [[] for _ in groups]
         self.large_heap: list[list] = [[] for _ in groups]
         self.cache_map: list[dict[Hashable, int]] = [{} for _ in groups]
@@ -93,11 +94,10 @@ class PagePool:
         return None
 
     def _own_slot(self, gid: int, owner: Hashable) -> int | None:
-        mine = self.owned.get(owner)
-        for lp in sorted(mine[gid] if mine else ()):
-            if self.free_slots.get(lp):
-                return self.free_slots[lp][-1]
-        return None
+        mine = self.own_open.get(owner)
+        if not mine or not mine[gid]:
+            return None
+        return self.free_slots[min(mine[gid])][-1]
 
     def _may_grow(self, gid: int) -> bool:
         return self.share is None or self.held[gid] < self.share[gid]
@@ -157,12 +157,15 @@ class PagePool:
         heapq.heappush(self.open_heap[gid], lp)
         if owner is not None:
             self.owned.setdefault(owner, [set() for _ in self.per_large])[gid].add(lp)
+            self.own_open.setdefault(owner, [set() for _ in self.per_large])[gid].add(lp)
         return self.free_slots[lp][-1]
 
     def _take(self, gid: int, page: int) -> None:
         lp = self.large_of(gid, page)
         assert self.free_slots[lp][-1] == page
         self.free_slots[lp].pop()
+        if not self.free_slots[lp]:
+            self._own_open_discard(lp, gid)
         self.ref[gid][page] = 1
         self.n_used[gid] += 1
         self._set_used(lp, +1)
@@ -219,8 +222,14 @@ class PagePool:
         self.cache_map[gid][key] = page
         return True
 
+    def _own_open_discard(self, lp: int, gid: int) -> None:
+        owner = self.large_owner[lp]
+        if owner is not None and owner in self.own_open:
+            self.own_open[owner][gid].discard(lp)
+
     def drop_owner(self, owner: Hashable) -> None:
         """The owner ended: its large pages no longer prefer it."""
+        self.own_open.pop(owner, None)
         for lps in self.owned.pop(owner, ()):
             for lp in lps:
                 if self.large_owner[lp] == owner:
@@ -266,11 +275,12 @@ class PagePool:
 
     def _after_free_slot(self, gid: int, lp: int) -> None:
         slots = self.free_slots[lp]
+        owner = self.large_owner[lp]
         if len(slots) == self.per_large[gid]:   # wholly free: back to the pool
             del self.free_slots[lp]
-            owner = self.large_owner[lp]
             if owner is not None and owner in self.owned:
                 self.owned[owner][gid].discard(lp)
+                self.own_open[owner][gid].discard(lp)
             self.large_group[lp] = self.large_owner[lp] = None
             self.held[gid] -= 1
             self.large_version[lp] += 1
@@ -278,6 +288,8 @@ class PagePool:
             return
         if len(slots) == 1:
             heapq.heappush(self.open_heap[gid], lp)
+            if owner is not None and owner in self.own_open:
+                self.own_open[owner][gid].add(lp)
 
     def _maybe_fully_evictable(self, lp: int) -> None:
         if self.large_used[lp] or not self.large_cached[lp]:
@@ -341,3 +353,7 @@ class PagePool:
             assert (used, cached) == (self.large_used[lp], self.large_cached[lp]), f"large page {lp}: counts"
             assert sorted(self.free_slots[lp]) == free, f"large page {lp}: free-slot list"
             assert used + cached > 0, f"large page {lp} is wholly free but not returned to the pool"
+            owner = self.large_owner[lp]
+            if owner is not None and owner in self.own_open:
+                assert (lp in self.own_open[owner][gid]) == bool(self.free_slots[lp]), \
+                    f"large page {lp}: owner's open set disagrees with its free slots"

@@ -36,6 +36,8 @@ class FullPolicy(Policy):
 
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         table = r.tables[self.gid]
+        if not table and self._extra(r):   # max-page keeps the encoder tokens here: run it once
+            log.encoder_runs.update(range(len(r.images)))
         need = _ceil_div(end + r.lookahead + self._extra(r), self.P)
         lo = self.first_needed(start) // self.P
         while len(table) < need:

@@ -1,0 +1,224 @@
+"""The roofline step-time model: what one StepPlan costs on a GPU.
+
+A step's time is `max(compute, memory) + overhead`, where compute is its
+FLOPs at `mfu` of the GPU's peak and memory is the bytes it moves at
+`bandwidth_efficiency` of HBM bandwidth (`CostParams`, justified in
+docs/cost-model.md).  FLOPs: 2 per active parameter per token, plus
+attention (4 x q_dim per query-key pair), plus the vision encoder for each
+encoder run.  Bytes: the weights once, plus for every layer of the model
+the state its kernel reads (the keys in its attention span, a Mamba state,
+the image embeddings a chunk consumes) and writes (the new tokens' KV,
+encoder outputs, checkpoints, page copies).
+
+The work is derived from the model's *true* layer specs and each sequence's
+token range, not from the pages an allocator holds: a kernel reads the keys
+its attention span covers whatever the page size, and never reads padding.
+So a batch costs the same under every allocator, and throughput differences
+come only from how many requests memory lets into the batch.  `MemoryPlan`
+is used for what is page-shaped by nature: page copies, zeroed pages and
+recurrent-state checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..memory.plan import MemoryPlan
+from ..memory.spec import LayerSpec, ModelShape
+from ..sched.step import SeqStep, StepPlan
+from .gpus import GPUSpec
+
+
+@dataclass(frozen=True)
+class CostParams:
+    """Efficiency factors of the roofline model (see docs/cost-model.md).
+
+    mfu: fraction of peak FLOP/s reached by compute-bound steps.
+    bandwidth_efficiency: fraction of HBM bandwidth reached by memory-bound steps.
+    step_overhead_s: fixed time per step (scheduling, launches, sampling).
+    seq_overhead_s: extra time per sequence in the step (per-request CPU work).
+    vision_params: parameters of the vision encoder; an encoder run costs
+        2 x vision_params FLOPs per image token.
+    """
+
+    mfu: float = 0.6
+    bandwidth_efficiency: float = 0.8
+    step_overhead_s: float = 0.003
+    seq_overhead_s: float = 20e-6
+    vision_params: float = 0.6e9
+
+    def __post_init__(self) -> None:
+        for name in ("mfu", "bandwidth_efficiency"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {v!r}")
+        for name in ("step_overhead_s", "seq_overhead_s", "vision_params"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+class LayerWork(NamedTuple):
+    """One layer's work for one sequence: query-key pairs attended, bytes
+    of state read and written."""
+
+    pairs: int
+    read_bytes: int
+    write_bytes: int
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """The cost of one step, with its parts (per GPU under tensor parallelism
+    the times already divide by tp; the FLOPs and bytes are model-wide)."""
+
+    linear_flops: float
+    attention_flops: float
+    encoder_flops: float
+    weight_bytes: float
+    state_read_bytes: float
+    state_write_bytes: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+
+    @property
+    def flops(self) -> float:
+        return self.linear_flops + self.attention_flops + self.encoder_flops
+
+    @property
+    def bytes(self) -> float:
+        return self.weight_bytes + self.state_read_bytes + self.state_write_bytes
+
+    @property
+    def duration_s(self) -> float:
+        return max(self.compute_s, self.memory_s) + self.overhead_s
+
+    @property
+    def bound(self) -> str:
+        """"compute" or "memory": which roof sets the step's time."""
+        return "compute" if self.compute_s >= self.memory_s else "memory"
+
+
+# ---------------------------------------------------------------- per kind
+# What a kernel of each layer kind computes and moves for queries at
+# positions [s, e).  This is compute, not memory policy, so it lives here
+# rather than in memory/policies (which decide what is *kept*).
+
+def _causal_pairs(s: int, e: int) -> int:
+    """Sum over queries p in [s, e) of the p+1 keys a causal query sees."""
+    return (e * (e + 1) - s * (s + 1)) // 2
+
+
+def _window_pairs(s: int, e: int, w: int) -> int:
+    """Sum over p in [s, e) of min(p+1, w)."""
+    mid = min(max(s, w), e)   # queries below mid still see fewer than w keys
+    return _causal_pairs(s, mid) + w * (e - mid)
+
+
+def _chunk_prefix(x: int, c: int) -> int:
+    """Sum over p in [0, x) of (p mod c) + 1."""
+    r = x % c
+    return (x // c) * c * (c + 1) // 2 + r * (r + 1) // 2
+
+
+def _encoder_tokens(seq: SeqStep) -> int:
+    return sum(img.num_tokens for img in seq.images)
+
+
+def _encoder_written(spec: LayerSpec, seq: SeqStep) -> int:
+    return sum(seq.images[k].num_tokens for k in seq.encoder_runs) * spec.bytes_per_token
+
+
+def _full(spec: LayerSpec, seq: SeqStep) -> LayerWork:
+    s, e, b = seq.start, seq.end, spec.bytes_per_token
+    return LayerWork(_causal_pairs(s, e), e * b, (e - s) * b)
+
+
+def _sliding(spec: LayerSpec, seq: SeqStep) -> LayerWork:
+    s, e, w, b = seq.start, seq.end, spec.window, spec.bytes_per_token
+    return LayerWork(_window_pairs(s, e, w), (e - max(0, s - w + 1)) * b, (e - s) * b)
+
+
+def _chunked(spec: LayerSpec, seq: SeqStep) -> LayerWork:
+    s, e, c, b = seq.start, seq.end, spec.chunk, spec.bytes_per_token
+    return LayerWork(_chunk_prefix(e, c) - _chunk_prefix(s, c), (e - s // c * c) * b, (e - s) * b)
+
+
+def _cross(spec: LayerSpec, seq: SeqStep) -> LayerWork:
+    enc = _encoder_tokens(seq)
+    return LayerWork(seq.num_tokens * enc, enc * spec.bytes_per_token, _encoder_written(spec, seq))
+
+
+def _vision(spec: LayerSpec, seq: SeqStep) -> LayerWork:
+    """Embeddings are read by the chunk that prefills their image tokens."""
+    used = sum(max(0, min(img.end, seq.end) - max(img.position, seq.start)) for img in seq.images)
+    return LayerWork(0, used * spec.bytes_per_token, _encoder_written(spec, seq))
+
+
+def _mamba(spec: LayerSpec, seq: SeqStep) -> LayerWork:
+    return LayerWork(0, spec.state_bytes, spec.state_bytes)
+
+
+KERNELS: dict[str, Callable[[LayerSpec, SeqStep], LayerWork]] = {
+    "full": _full, "sliding": _sliding, "chunked": _chunked,
+    "cross": _cross, "vision": _vision, "mamba": _mamba,
+}
+
+
+class CostModel:
+    """Costs StepPlans of one model under one MemoryPlan on `tp` GPUs.
+
+    Attention FLOPs assume q_dim = shape.hidden_size (heads x head_size
+    equals the hidden size in Llama, Mistral, Qwen and mllama; Gemma's is
+    5-15% wider), falling back to kv_heads x head_size (no GQA) when the
+    shape has no hidden size.  Raises ValueError naming a bad argument.
+    """
+
+    def __init__(self, shape: ModelShape, plan: MemoryPlan, gpu: GPUSpec,
+                 params: CostParams = CostParams(), tp: int = 1) -> None:
+        if not isinstance(tp, int) or tp < 1:
+            raise ValueError(f"tp must be a positive integer, got {tp!r}")
+        self.shape, self.plan, self.gpu, self.params, self.tp = shape, plan, gpu, params, tp
+        # equal layers cost the same: one kernel evaluation per distinct spec
+        self.specs = tuple(Counter(shape.layers).items())
+        self.kernels = tuple(KERNELS[spec.kind] for spec, _ in self.specs)
+        self.q_dims = tuple(shape.hidden_size or spec.num_kv_heads * spec.head_size for spec, _ in self.specs)
+        self.page_bytes = tuple(g.small_page_bytes for g in plan.groups)
+
+    def step(self, plan: StepPlan) -> StepCost:
+        """The cost of `plan` (see module doc); an empty plan costs nothing."""
+        if plan.empty:
+            return StepCost(0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
+        pairs_flops = 0
+        read = write = 0
+        enc_tokens = 0
+        for seq in plan.seqs:
+            for (spec, count), kernel, q_dim in zip(self.specs, self.kernels, self.q_dims):
+                w = kernel(spec, seq)
+                pairs_flops += 4 * q_dim * w.pairs * count
+                read += w.read_bytes * count
+                write += w.write_bytes * count
+            if seq.encoder_runs:
+                enc_tokens += sum(seq.images[k].num_tokens for k in seq.encoder_runs)
+            for save in seq.state_saves:
+                write += self.page_bytes[save.gid]
+        for copy in plan.copies:
+            read += self.page_bytes[copy.gid]
+            write += self.page_bytes[copy.gid]
+        for gid, _page in plan.zeros:
+            write += self.page_bytes[gid]
+        return self._finish(2.0 * self.shape.active_params * plan.num_tokens, float(pairs_flops),
+                            2.0 * self.params.vision_params * enc_tokens, read, write, len(plan.seqs))
+
+    def _finish(self, linear: float, attention: float, encoder: float, read: int, write: int,
+                num_seqs: int) -> StepCost:
+        p, g, tp = self.params, self.gpu, self.tp
+        weights = float(self.shape.weights_bytes)
+        compute_s = (linear + attention + encoder) / (tp * g.peak_flops * p.mfu)
+        memory_s = (weights + read + write) / (tp * g.hbm_bandwidth * p.bandwidth_efficiency)
+        overhead = p.step_overhead_s + p.seq_overhead_s * num_seqs
+        return StepCost(linear, attention, encoder, weights, float(read), float(write),
+                        compute_s, memory_s, overhead)
