@@ -122,3 +122,27 @@ def test_errors_are_clear():
         s.add_request(req("a", 2))
     with pytest.raises(ValueError, match="max_num_seqs"):
         SchedulerConfig(max_num_seqs=0)
+
+
+def test_long_prompt_waits_until_all_of_it_fits():
+    s = make(num_large=10, budget=8, enable_prefix_caching=False)
+    s.add_request(req("a", 8, max_tokens=12))          # 20 tokens: 5 pages
+    s.update(s.schedule(), StepResult({"a": (7,)}))
+    s.add_request(req("b", 30, max_tokens=2))          # 30-token prompt: 8 pages + 1, only 8 free
+    plan = s.schedule()
+    assert [q.req_id for q in plan.seqs] == ["a"] and s.stats.waiting_for_memory
+    _, outs = drive(s)
+    assert s.stats.num_preemptions == 0 and set(outs) == {"a", "b"}
+
+
+def test_unmixed_batches_run_prefills_and_decodes_in_separate_steps():
+    s = make(budget=64, mixed_batches=False)
+    s.add_request(req("a", 5, max_tokens=4))
+    p1 = s.schedule()
+    s.update(p1, StepResult({"a": (7,)}))
+    s.add_request(req("b", 6, max_tokens=4))
+    p2 = s.schedule()                       # b's prefill alone: a's decode waits
+    assert [(q.req_id, q.num_tokens) for q in p2.seqs] == [("b", 6)]
+    s.update(p2, StepResult({"b": (7,)}))
+    p3 = s.schedule()
+    assert [(q.req_id, q.num_tokens) for q in p3.seqs] == [("a", 1), ("b", 1)]

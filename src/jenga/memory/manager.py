@@ -228,6 +228,18 @@ class MemoryManager:
             return all(n <= s for n, s in zip(need, self.plan.static_share))
         return sum(need) <= self.plan.num_large_pages
 
+    def has_room_for(self, num_tokens: int, encoder_tokens: int) -> bool:
+        """Whether the pool could now hold a whole request of `num_tokens`
+        tokens (free or evictable large pages only; a conservative test for
+        admitting a prompt that will take several chunks to prefill)."""
+        need = []
+        for p, g in zip(self.policies, self.plan.groups):
+            pages = p.footprint_pages(num_tokens, encoder_tokens) + (0 if p.recurrent else 1)
+            need.append(-(-pages // g.per_large))
+        if self.plan.static_share:
+            return all(n <= self.pool.num_reclaimable_large(g) for g, n in enumerate(need))
+        return sum(need) <= self.pool.num_reclaimable_large()
+
     def usage(self) -> MemoryUsage:
         """Bytes used, cached, free and still needed, overall and per group."""
         per = []

@@ -74,6 +74,16 @@ class PagePool:
     def num_free_large(self) -> int:
         return len(self.free_large)
 
+    def num_reclaimable_large(self, gid: int | None = None) -> int:
+        """Large pages that are free or hold only evictable pages (of group
+        gid's partition when the pool is partitioned).  O(large pages)."""
+        if self.share is not None and gid is not None:
+            idle = sum(1 for lp, g in enumerate(self.large_group)
+                       if g == gid and self.large_used[lp] == 0)
+            return self.share[gid] - self.held[gid] + idle
+        return len(self.free_large) + sum(1 for lp, g in enumerate(self.large_group)
+                                          if g is not None and self.large_used[lp] == 0)
+
     def counts(self, gid: int) -> tuple[int, int]:
         """(used, evictable) small pages of group gid."""
         return self.n_used[gid], self.n_cached[gid]

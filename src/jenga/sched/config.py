@@ -17,6 +17,9 @@ class SchedulerConfig:
     mamba_checkpoint_interval: tokens between cached recurrent-state
         checkpoints (states are also saved at prompt ends and branch points).
     max_waiting: most requests queued; add_request raises QueueFull beyond.
+    mixed_batches: a step may mix new prefills with running decodes (vLLM
+        v1); False gives vLLM v0's steps of new prefills only, whenever one
+        can be admitted, else decodes only.
     num_speculative_tokens: draft tokens verified per decode step (0: off);
         the runner's draft model proposes them (StepResult.draft_tokens).
     """
@@ -28,6 +31,7 @@ class SchedulerConfig:
     mamba_checkpoint_interval: int = 512
     max_waiting: int = 100_000
     num_speculative_tokens: int = 0
+    mixed_batches: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_num_batched_tokens", "max_num_seqs", "mamba_checkpoint_interval", "max_waiting"):

@@ -106,6 +106,19 @@ class Scheduler:
         self._step += 1
         budget = self.config.max_num_batched_tokens
         chosen: list[tuple[Request, int, int, object]] = []
+        self.stats.waiting_for_memory = False
+        if not self.config.mixed_batches and self.waiting:
+            self._admit(budget, chosen)   # vLLM v0: a step of new prefills only, when any fits
+        if not chosen:
+            budget, preempted = self._schedule_running(budget, chosen)
+            if not preempted and self.config.mixed_batches:
+                budget = self._admit(budget, chosen)
+        self.stats.num_running, self.stats.num_waiting = len(self.running), len(self.waiting)
+        return self._build_plan(chosen)
+
+    def _schedule_running(self, budget: int, chosen: list) -> tuple[int, bool]:
+        """Running requests first, in order, preempting the newest when
+        memory is short; returns (budget left, whether it preempted)."""
         preempted = False
         i, running, allocate = 0, self.running, self.manager.allocate
         while i < len(running) and budget > 0:
@@ -129,11 +142,7 @@ class Scheduler:
             chosen.append((req, start, start + n + spec, actions))
             budget -= n + spec
             i += 1
-        self.stats.waiting_for_memory = False
-        if not preempted:
-            budget = self._admit(budget, chosen)
-        self.stats.num_running, self.stats.num_waiting = len(self.running), len(self.waiting)
-        return self._build_plan(chosen)
+        return budget, preempted
 
     def _spec_for(self, req: Request, start: int, n: int, budget: int) -> int:
         """Draft tokens to verify this step: only for a decode with fresh
@@ -158,6 +167,11 @@ class Scheduler:
                 if not self.config.enable_chunked_prefill:
                     break
                 n = budget
+                # admit a long prompt only if all of it fits now: taking it a
+                # chunk at a time and preempting halfway wastes its prefill
+                if (self.running or chosen) and not self.manager.has_room_for(req.num_tokens, req.num_encoder_tokens):
+                    self.stats.waiting_for_memory = True
+                    break
             actions = self.manager.allocate(req.req_id, start, start + n, hit_tokens=start,
                                             lookahead=self._lookahead(req, 0))
             if actions is None:

@@ -42,6 +42,11 @@ class CostParams:
     seq_overhead_s: extra time per sequence in the step (per-request CPU work).
     vision_params: parameters of the vision encoder; an encoder run costs
         2 x vision_params FLOPs per image token.
+    state_bandwidth_efficiency: fraction of HBM bandwidth the attention /
+        state kernels reach when reading and writing KV and states (None:
+        same as bandwidth_efficiency).
+    layer_overhead_s: fixed time per model layer per step (kernel launches
+        when a step is not captured in a CUDA graph).
     """
 
     mfu: float = 0.6
@@ -49,13 +54,29 @@ class CostParams:
     step_overhead_s: float = 0.003
     seq_overhead_s: float = 20e-6
     vision_params: float = 0.6e9
+    state_bandwidth_efficiency: float | None = None
+    layer_overhead_s: float = 0.0
+
+    @classmethod
+    def vllm_v0_eager(cls) -> "CostParams":
+        """The engine the paper measured: vLLM v0.6.3 run eagerly (the
+        artifact passes --enforce-eager; encoder-decoder models could not use
+        CUDA graphs in v0).  Every layer's ~20 kernels launch from Python
+        each step (~0.5 ms a layer), the v0 scheduler and input preparation
+        cost ~10 ms a step, and its paged-attention kernel reads long
+        contexts at about a third of HBM bandwidth.  Chosen once from those
+        public characteristics; never fitted per model (docs/cost-model.md)."""
+        return cls(mfu=0.5, bandwidth_efficiency=0.8, step_overhead_s=0.010, seq_overhead_s=50e-6,
+                   state_bandwidth_efficiency=0.35, layer_overhead_s=0.0005)
 
     def __post_init__(self) -> None:
         for name in ("mfu", "bandwidth_efficiency"):
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {v!r}")
-        for name in ("step_overhead_s", "seq_overhead_s", "vision_params"):
+        if self.state_bandwidth_efficiency is not None and not 0.0 < self.state_bandwidth_efficiency <= 1.0:
+            raise ValueError(f"state_bandwidth_efficiency must be in (0, 1], got {self.state_bandwidth_efficiency!r}")
+        for name in ("step_overhead_s", "seq_overhead_s", "vision_params", "layer_overhead_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -187,6 +208,7 @@ class CostModel:
         self.kernels = tuple(KERNELS[spec.kind] for spec, _ in self.specs)
         self.q_dims = tuple(shape.hidden_size or spec.num_kv_heads * spec.head_size for spec, _ in self.specs)
         self.page_bytes = tuple(g.small_page_bytes for g in plan.groups)
+        self.num_layers = sum(1 for spec in shape.layers if spec.kind != "vision")
 
     def step(self, plan: StepPlan) -> StepCost:
         """The cost of `plan` (see module doc); an empty plan costs nothing."""
@@ -218,7 +240,9 @@ class CostModel:
         p, g, tp = self.params, self.gpu, self.tp
         weights = float(self.shape.weights_bytes)
         compute_s = (linear + attention + encoder) / (tp * g.peak_flops * p.mfu)
-        memory_s = (weights + read + write) / (tp * g.hbm_bandwidth * p.bandwidth_efficiency)
-        overhead = p.step_overhead_s + p.seq_overhead_s * num_seqs
+        state_eff = p.state_bandwidth_efficiency or p.bandwidth_efficiency
+        memory_s = (weights / (tp * g.hbm_bandwidth * p.bandwidth_efficiency)
+                    + (read + write) / (tp * g.hbm_bandwidth * state_eff))
+        overhead = p.step_overhead_s + p.seq_overhead_s * num_seqs + p.layer_overhead_s * self.num_layers
         return StepCost(linear, attention, encoder, weights, float(read), float(write),
                         compute_s, memory_s, overhead)
