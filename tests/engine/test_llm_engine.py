@@ -62,12 +62,12 @@ def test_prefix_hit_and_preemption_keep_outputs_exact(tiny):
     run(eng, [PROMPTS[2]], prefix="warm")
     out = run(eng, [PROMPTS[2]], prefix="again")[0]
     assert out.num_cached_tokens >= 36 and list(out.outputs[0].token_ids) == refs[2]
-    # prompts fit one step (a multi-step prompt waits until all of it fits),
-    # so the decodes' growth is what runs out of memory and preempts
-    small = engine(path, kv_cache_memory=42 * 1024, enable_prefix_caching=False, max_num_batched_tokens=64)
-    outs = run(small, PROMPTS)
+    # six requests in a pool that holds about three: the decodes' growth runs
+    # out of memory and preempts (long prompts wait until all of them fits)
+    small = engine(path, kv_cache_memory=64 * 1024, enable_prefix_caching=False)
+    outs = run(small, PROMPTS * 2)
     assert small.scheduler.stats.num_preemptions > 0
-    assert [list(o.outputs[0].token_ids) for o in outs] == refs
+    assert [list(o.outputs[0].token_ids) for o in outs] == refs * 2
 
 
 def test_seeded_sampling_ignores_batch_company(tiny):

@@ -217,12 +217,13 @@ class MemoryManager:
         r = self.reqs[req_id]
         return any(p != NO_PAGE for t in r.tables for p in t) or any(r.pending) or bool(r.scratch)
 
-    def fits_alone(self, num_tokens: int, encoder_tokens: int) -> bool:
+    def fits_alone(self, num_tokens: int, encoder_tokens: int, chunk: int | None = None) -> bool:
         """Whether a request of `num_tokens` tokens (prompt + output) and
-        `encoder_tokens` image tokens fits in the pool with nothing else."""
+        `encoder_tokens` image tokens, computed at most `chunk` tokens a
+        step, fits in the pool with nothing else."""
         need = []
         for p, g in zip(self.policies, self.plan.groups):
-            pages = p.footprint_pages(num_tokens, encoder_tokens) + (0 if p.recurrent else 1)
+            pages = p.peak_pages(num_tokens, encoder_tokens, chunk or num_tokens) + (0 if p.recurrent else 1)
             need.append(-(-pages // g.per_large))
         if self.plan.static_share:   # each group must fit its own partition
             return all(n <= s for n, s in zip(need, self.plan.static_share))

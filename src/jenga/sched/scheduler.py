@@ -68,7 +68,8 @@ class Scheduler:
             raise ValueError(f"prompt has {req.prompt_len} tokens, more than max_num_batched_tokens="
                              f"{self.config.max_num_batched_tokens} with chunked prefill disabled")
         total = min(req.prompt_len + req.params.max_tokens, self.max_model_len)
-        if not self.manager.fits_alone(total, req.num_encoder_tokens):
+        chunk = min(req.prompt_len, self.config.max_num_batched_tokens)
+        if not self.manager.fits_alone(total, req.num_encoder_tokens, chunk):
             raise ValueError(f"request needs more KV memory ({total} tokens) than the whole pool "
                              f"({self.manager.plan.pool_bytes} bytes); raise the KV budget or lower max_tokens")
         if len(self.waiting) >= self.config.max_waiting:

@@ -114,3 +114,8 @@ class Policy:
     def footprint_pages(self, context: int, encoder_tokens: int) -> int:
         """Small pages the same request holds at its end under this policy."""
         raise NotImplementedError
+
+    def peak_pages(self, context: int, encoder_tokens: int, chunk: int) -> int:
+        """Most small pages the request holds at once when its tokens are
+        computed `chunk` at a time (a step keeps every token it computes)."""
+        return self.footprint_pages(context, encoder_tokens)

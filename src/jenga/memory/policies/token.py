@@ -127,6 +127,22 @@ class FullPolicy(Policy):
         return _ceil_div(context + extra, self.P) - self.first_needed(context) // self.P
 
 
+    def max_scope(self) -> float:
+        """Most earlier tokens a token may still need (full: all of them)."""
+        return INF
+
+    def peak_pages(self, context: int, encoder_tokens: int, chunk: int) -> int:
+        full = _ceil_div(context + self._extra_tokens(encoder_tokens), self.P)
+        if self.max_scope() == INF:
+            return full
+        # a step keeps every token it computes, plus the scope before them
+        step = _ceil_div(int(self.max_scope()) + chunk, self.P) + 1
+        return min(full, max(self.footprint_pages(context, encoder_tokens), step))
+
+    def _extra_tokens(self, encoder_tokens: int) -> int:
+        return encoder_tokens if self.group.holds_encoder_tokens else 0
+
+
 class SlidingPolicy(FullPolicy):
     kinds = ("sliding",)
 
@@ -135,6 +151,9 @@ class SlidingPolicy(FullPolicy):
 
     def release_at(self, k: int) -> float:
         return k * self.P + self.group.spec.window - 1
+
+    def max_scope(self) -> float:
+        return self.group.spec.window - 1
 
     def footprint_units(self, context: int, encoder_tokens: int) -> int:
         return min(context, self.group.spec.window)
@@ -152,3 +171,6 @@ class ChunkedPolicy(FullPolicy):
     def release_at(self, k: int) -> float:
         c = self.group.spec.chunk
         return _ceil_div(k * self.P, c) * c
+
+    def max_scope(self) -> float:
+        return self.group.spec.chunk - 1
