@@ -65,6 +65,9 @@ class MemoryManager:
         r = ReqMem(req_id, tokens, prompt_len, tuple(images), hasher, [[] for _ in range(n)],
                    [0] * n, [[] for _ in range(n)], [0] * n)
         r.tables = [p.init_table(r) for p in self.policies]
+        enc = sum(img.num_tokens for img in images)
+        r.pack = tuple(p.footprint_pages(len(tokens), enc) < g.per_large
+                       for p, g in zip(self.policies, self.plan.groups))
         self.reqs[req_id] = r
 
     def release(self, req_id: str) -> None:
@@ -148,7 +151,7 @@ class MemoryManager:
                 p.take_hit(r, hit_tokens, self.pool, log)
             r.num_computed = hit_tokens
         for p in self.policies:
-            if not p.grow(r, start, end, lambda g=p.gid: self.pool.allocate(g, req_id), self.pool, log):
+            if not p.grow(r, start, end, lambda g=p.gid: self.pool.allocate(g, req_id, r.pack[g]), self.pool, log):
                 for q, snap in zip(self.policies, snaps):
                     q.restore(r, snap, lambda i, page, q=q: self.pool.release(
                         q.gid, page, self._stamp(q, r, i) if i >= 0 else self._stamp_prio(0)))
@@ -231,15 +234,17 @@ class MemoryManager:
 
     def has_room_for(self, num_tokens: int, encoder_tokens: int) -> bool:
         """Whether the pool could now hold a whole request of `num_tokens`
-        tokens (free or evictable large pages only; a conservative test for
-        admitting a prompt that will take several chunks to prefill)."""
-        need = []
+        tokens: in free slots of its groups' large pages, then in free or
+        evictable large pages (a conservative test for admitting a prompt
+        that will take several chunks to prefill)."""
+        pool, need = self.pool, []
         for p, g in zip(self.policies, self.plan.groups):
             pages = p.footprint_pages(num_tokens, encoder_tokens) + (0 if p.recurrent else 1)
-            need.append(-(-pages // g.per_large))
+            slots = pool.held[g.gid] * g.per_large - pool.n_used[g.gid] - pool.n_cached[g.gid]
+            need.append(-(-max(0, pages - slots) // g.per_large))
         if self.plan.static_share:
-            return all(n <= self.pool.num_reclaimable_large(g) for g, n in enumerate(need))
-        return sum(need) <= self.pool.num_reclaimable_large()
+            return all(n <= pool.num_reclaimable_large(g) for g, n in enumerate(need))
+        return sum(need) <= pool.num_reclaimable_large()
 
     def usage(self) -> MemoryUsage:
         """Bytes used, cached, free and still needed, overall and per group."""

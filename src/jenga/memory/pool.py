@@ -89,10 +89,15 @@ class PagePool:
         return self.n_used[gid], self.n_cached[gid]
 
     # -------------------------------------------------------- allocation
-    def allocate(self, gid: int, owner: Hashable) -> int | None:
+    def allocate(self, gid: int, owner: Hashable, pack: bool = False) -> int | None:
         """Take one small page of gid for owner (ref 1); None when nothing
-        can be freed.  May evict cached pages (their keys are dropped)."""
-        if self.rules.request_aware:
+        can be freed.  May evict cached pages (their keys are dropped).
+        `pack`: the owner will not fill a large page of this group, so it
+        takes free slots in others' large pages before opening its own
+        (keeping whole large pages free for groups with big pages)."""
+        if self.rules.request_aware and pack:
+            steps = (self._own_slot, self._any_slot, self._empty_large, self._evict_large, self._evict_small)
+        elif self.rules.request_aware:
             steps = (self._own_slot, self._empty_large, self._evict_large, self._any_slot, self._evict_small)
         else:
             steps = (self._any_slot, self._empty_large, self._evict_small, self._evict_large)

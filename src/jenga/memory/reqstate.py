@@ -80,6 +80,7 @@ class ReqMem:
     scratch: dict[int, dict[int, int]] = field(default_factory=dict)
     image_time: dict[int, int] = field(default_factory=dict)
     table_cache: tuple | None = None
+    pack: tuple[bool, ...] = ()   # per group: too small to fill a large page of its own
     grow_at: float = -1     # a step ending at or below this needs no pages
     commit_at: float = 0    # a commit below this has nothing to do
 
