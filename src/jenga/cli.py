@@ -62,7 +62,9 @@ def _bench_parser(sub) -> None:
     m.set_defaults(func=lambda a: __import__("jenga.bench.manager", fromlist=["x"]).main(a))
     for name, module, attr in (("throughput", "jenga.bench.throughput", "add_args"),
                                ("serve", "jenga.bench.serve_client", "add_args"),
-                               ("paper", "jenga.bench.paper", "add_args")):
+                               ("paper", "jenga.bench.paper", "add_args"),
+                               ("prefix", "jenga.bench.prefix", "add_args"),
+                               ("utilisation", "jenga.bench.utilisation", "add_args")):
         b = bsub.add_parser(name, help=f"{name} benchmark", add_help=False)
         b.set_defaults(_lazy=(module, attr))
 

@@ -56,8 +56,11 @@ EXPERIMENTS = (
 )
 
 
-def run(exp: Experiment, modern: bool = False, allocators: list[str] = ALLOCATORS) -> dict:
-    """Simulate one experiment under each allocator; returns a row dict."""
+def run(exp: Experiment, modern: bool = False, allocators: list[str] = ALLOCATORS,
+        kv_fraction: float = 1.0) -> dict:
+    """Simulate one experiment under each allocator; returns a row dict.
+    kv_fraction < 1 shrinks the KV pool so that memory binds everywhere
+    (to measure utilisation at saturation)."""
     from ..memory.shapes.presets import get_preset
     from ..sched.config import SchedulerConfig
     from ..sim.cost import CostParams
@@ -70,14 +73,32 @@ def run(exp: Experiment, modern: bool = False, allocators: list[str] = ALLOCATOR
     if modern:   # a vLLM-v1-style engine: chunked prefill mixed with decodes, CUDA graphs
         config = SchedulerConfig(max_num_seqs=exp.max_num_seqs, enable_prefix_caching=False)
         params = CostParams()
-    else:        # vLLM v0.6.3 as the artifact ran it: whole prompts, prefill-only steps, eager
-        config = SchedulerConfig(max_num_seqs=exp.max_num_seqs, enable_prefix_caching=False,
-                                 enable_chunked_prefill=False, mixed_batches=False,
-                                 max_num_batched_tokens=max(shape.max_context, 2048))
+    else:        # vLLM v0.6.3 as the artifact ran it, eager
+        config = v0_scheduler_config(shape, exp.max_num_seqs)
         params = CostParams.vllm_v0_eager()
+    from ..sim.simulate import default_kv_budget
+
+    budget = int(default_kv_budget(shape, get_gpu("H100"), exp.tp) * kv_fraction)
     comp = compare(shape, reqs, get_gpu("H100"), allocators, sched_config=config, tp=exp.tp,
-                   cost_params=params)
+                   cost_params=params, kv_budget_bytes=budget)
     return {"experiment": exp, "comparison": comp}
+
+
+def v0_scheduler_config(shape, max_num_seqs: int):
+    """vLLM v0.6.3's defaults: prefix caching off; chunked prefill (512-token
+    steps, decodes first) for long-context (> 32K) decoder-only models;
+    whole-prompt, prefill-only steps for models v0 could not chunk
+    (encoder-decoder cross attention, Mamba)."""
+    from ..memory.policies import policy_for
+    from ..sched.config import SchedulerConfig
+
+    unchunkable = any(policy_for(s.kind).recurrent or (policy_for(s.kind).image_keyed and s.num_kv_heads)
+                      for s in shape.layers)
+    if shape.max_context > 32768 and not unchunkable:
+        return SchedulerConfig(max_num_seqs=max_num_seqs, enable_prefix_caching=False,
+                               max_num_batched_tokens=512)
+    return SchedulerConfig(max_num_seqs=max_num_seqs, enable_prefix_caching=False, enable_chunked_prefill=False,
+                           mixed_batches=False, max_num_batched_tokens=max(shape.max_context, 2048))
 
 
 def render(rows: list[dict]) -> str:
@@ -99,11 +120,15 @@ def add_args(p) -> None:
     p.add_argument("--only", default="", help="comma-separated row names (default: all)")
     p.add_argument("--modern", action="store_true", help="default cost model instead of vLLM v0 eager")
     p.add_argument("--out", default="", help="folder for the markdown table, JSON and plots")
+    p.add_argument("--kv-fraction", type=float, default=1.0,
+                   help="scale every row's KV budget (e.g. 0.1 so memory binds for all allocators)")
 
 
 def main(args) -> int:
     from ..sim.report import plot_reports
 
+    if not 0 < args.kv_fraction <= 1:
+        raise ValueError(f"--kv-fraction must be in (0, 1], got {args.kv_fraction}")
     wanted = {x for x in args.only.split(",") if x}
     unknown = wanted - {e.name for e in EXPERIMENTS}
     if unknown:
@@ -112,14 +137,14 @@ def main(args) -> int:
     for exp in EXPERIMENTS:
         if wanted and exp.name not in wanted:
             continue
-        rows.append(run(exp, args.modern))
+        rows.append(run(exp, args.modern, kv_fraction=args.kv_fraction))
         print(render(rows[-1:]).split("\n", 2)[2], flush=True)
     table = render(rows)
     print(table)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        tag = "modern" if args.modern else "v0"
+        tag = ("modern" if args.modern else "v0") + ("" if args.kv_fraction == 1.0 else f"-kv{args.kv_fraction:g}")
         for row in rows:
             exp = row["experiment"]
             plot_reports(row["comparison"].reports, out / f"paper-{tag}-{exp.name}.png",
