@@ -67,7 +67,9 @@ class Scheduler:
         if not self.config.enable_chunked_prefill and req.prompt_len > self.config.max_num_batched_tokens:
             raise ValueError(f"prompt has {req.prompt_len} tokens, more than max_num_batched_tokens="
                              f"{self.config.max_num_batched_tokens} with chunked prefill disabled")
-        total = min(req.prompt_len + req.params.max_tokens, self.max_model_len)
+        # drafts being verified and the draft's lookahead need pages too
+        spare = 2 * self.config.num_speculative_tokens
+        total = min(req.prompt_len + req.params.max_tokens, self.max_model_len) + spare
         chunk = min(req.prompt_len, self.config.max_num_batched_tokens)
         if not self.manager.fits_alone(total, req.num_encoder_tokens, chunk):
             raise ValueError(f"request needs more KV memory ({total} tokens) than the whole pool "
