@@ -38,6 +38,10 @@ class EngineConfig:
     cpu_threads: torch intra-op threads on CPU (process-wide: torch has
         one setting); None leaves torch's default.  One thread is often
         faster for small decode batches, and far faster on a busy machine.
+    speculative_model: a local HF folder of a draft model sharing the
+        target's vocabulary; its KV lives in the same pool (docs/speculative.md).
+    num_speculative_tokens: draft tokens verified per decode step (k); must
+        be >= 1 with a speculative_model and 0 without one.
     Raises ValueError naming the field on a bad value.
     """
 
@@ -56,6 +60,8 @@ class EngineConfig:
     seed: int = 0
     mamba_checkpoint_interval: int = 512
     cpu_threads: int | None = None
+    speculative_model: str | Path | None = None
+    num_speculative_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.model is not None and not str(self.model):
@@ -84,6 +90,18 @@ class EngineConfig:
         for name in ("enable_prefix_caching", "enable_chunked_prefill"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        self._check_speculative()
+
+    def _check_speculative(self) -> None:
+        k, draft = self.num_speculative_tokens, self.speculative_model
+        if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k <= 16:
+            raise ValueError(f"num_speculative_tokens must be an integer in [0, 16], got {k!r}")
+        if draft is not None and not str(draft):
+            raise ValueError("speculative_model must be a folder path or None")
+        if draft is not None and k == 0:
+            raise ValueError("num_speculative_tokens must be >= 1 when speculative_model is set")
+        if draft is None and k:
+            raise ValueError(f"num_speculative_tokens={k} needs a speculative_model (the draft that proposes)")
 
     def scheduler_config(self) -> SchedulerConfig:
         """The scheduler's share of this config."""
@@ -91,7 +109,8 @@ class EngineConfig:
                                max_num_seqs=self.max_num_seqs,
                                enable_chunked_prefill=self.enable_chunked_prefill,
                                enable_prefix_caching=self.enable_prefix_caching,
-                               mamba_checkpoint_interval=self.mamba_checkpoint_interval)
+                               mamba_checkpoint_interval=self.mamba_checkpoint_interval,
+                               num_speculative_tokens=self.num_speculative_tokens)
 
 
 def _positive_int(v: object) -> bool:

@@ -17,6 +17,7 @@ from .config import EngineConfig
 from .llm_engine import LLMEngine
 from .outputs import RequestOutput
 from .tokenizer import Tokenizer
+from .vision_inputs import chat_images, split_prompt
 
 Prompt = str | Sequence[int]
 Conversation = Sequence[Mapping[str, Any]]
@@ -36,37 +37,47 @@ class LLM:
 
     def generate(self, prompts: Prompt | Sequence[Prompt], sampling_params: SamplingParams |
                  Sequence[SamplingParams] | None = None, use_tqdm: bool = False) -> list[RequestOutput]:
-        """Complete each prompt (text, or a list of token ids; a list of
-        either for a batch).  `sampling_params` is one for all or one per
-        prompt.  Returns final outputs in input order.  Raises ValueError for
-        a bad prompt or params, before anything runs."""
-        batch = [prompts] if isinstance(prompts, str) or _is_id_list(prompts) else list(prompts)
-        return self._run([(p, None) for p in batch], sampling_params, use_tqdm)
+        """Complete each prompt (text, a list of token ids, or for a
+        vision-language model a dict {"prompt" | "prompt_token_ids",
+        "multi_modal_data": {"image": ...}} whose image tokens mark where the
+        images go; a list of those for a batch).  `sampling_params` is one
+        for all or one per prompt.  Returns final outputs in input order.
+        Raises ValueError for a bad prompt, image or params, before anything
+        runs."""
+        single = isinstance(prompts, (str, Mapping)) or _is_id_list(prompts)
+        batch = [prompts] if single else list(prompts)
+        return self._run([(body, None, images) for body, images in map(split_prompt, batch)], sampling_params,
+                         use_tqdm)
 
     def chat(self, messages: Conversation | Sequence[Conversation], sampling_params: SamplingParams |
              Sequence[SamplingParams] | None = None, use_tqdm: bool = False,
              add_generation_prompt: bool = True) -> list[RequestOutput]:
         """Answer one conversation (a list of {"role", "content"} dicts) or
         a list of them; outputs in input order, their `prompt` the rendered
-        template.  Raises ValueError when the model has no chat template."""
+        template.  Content may be a list of parts: {"type": "text"}, and
+        for vision-language models {"type": "image", "image": ...} or
+        {"type": "image_url", "image_url": {"url": ...}}.  Raises ValueError
+        when the model has no chat template."""
         convs = [messages] if messages and isinstance(messages[0], Mapping) else list(messages)
         tok = self.engine.tokenizer
         batch = []
         for conv in convs:
+            conv, images = chat_images(conv)
             text = tok.apply_chat_template(conv, add_generation_prompt=add_generation_prompt)
             # the template wrote the special tokens: encode without adding more
-            batch.append((tok.encode(text, add_special_tokens=False), text))
+            batch.append((tok.encode(text, add_special_tokens=False), text, images))
         return self._run(batch, sampling_params, use_tqdm)
 
-    def _run(self, batch: list[tuple[Prompt, str | None]], sampling_params, use_tqdm: bool) -> list[RequestOutput]:
+    def _run(self, batch: list[tuple[Prompt, str | None, tuple]], sampling_params,
+             use_tqdm: bool) -> list[RequestOutput]:
         if not batch:
             return []
         params = _params_per_prompt(sampling_params, len(batch))
         engine = self.engine
         ids = [f"llm-{next(self._ids)}" for _ in batch]
         try:
-            for rid, (prompt, text), p in zip(ids, batch, params):
-                engine.add_request(rid, prompt, p, prompt_text=text)
+            for rid, (prompt, text, images), p in zip(ids, batch, params):
+                engine.add_request(rid, prompt, p, prompt_text=text, images=images)
         except BaseException:
             for rid in ids:
                 engine.abort(rid)

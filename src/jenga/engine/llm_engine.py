@@ -2,10 +2,11 @@
 
 It owns one of everything: the tokenizer, the model and its flat KV pool,
 the MemoryPlan sized to the KV budget, the MemoryManager, the Scheduler, the
-ModelRunner and the Sampler.  `step()` is schedule -> execute -> sample ->
-scheduler.update -> detokenise / stop strings -> outputs; requests enter
-with `add_request` and leave when finished or aborted.  The server drives
-it from one thread; `LLM` drives it to completion for offline batches.
+ModelRunner and the Sampler (with a speculative_model, also the draft model,
+in the same pool, and the SpecRunner).  `step()` is schedule -> execute ->
+sample -> scheduler.update -> detokenise / stop strings -> outputs;
+requests enter with `add_request` and leave when finished or aborted.  The
+server drives it from one thread; `LLM` drives it to completion for offline batches.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ from .outputs import RequestOutput
 from .request_state import ReqOutputState
 from .runner import ModelRunner
 from .sampler import Sampler
+from .spec_runner import SpecRunner
+from .spec_shape import draft_layer_offset, merge_shapes
 from .tokenizer import Tokenizer
+from .vision_inputs import VisionPrompts
 
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -52,10 +56,18 @@ class EngineStats:
     kv_used_bytes: int
     kv_cached_bytes: int
     kv_utilisation: float
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
+    encoder_runs: int = 0
 
     @property
     def hit_rate(self) -> float:
         return self.hit_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted / verified draft tokens (0.0 before any was verified)."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,6 +110,10 @@ class LLMEngine:
         text_cfg = hf_config.get("text_config") or {}
         self.vocab_size = int(hf_config.get("vocab_size") or text_cfg.get("vocab_size") or self.tokenizer.vocab_size)
         self.model = load_model(self.model_path, self.device, self.dtype)
+        target_shape, self.draft_model = self.shape, None
+        if config.speculative_model is not None:
+            self.shape, self.draft_model = self._load_draft(Path(config.speculative_model))
+            self.max_model_len = self._max_model_len(config)
         self.plan = build_plan(self.shape, self._kv_budget(), allocator=config.allocator,
                                page_tokens=config.page_tokens)
         self.manager = MemoryManager(self.plan, enable_prefix_caching=config.enable_prefix_caching,
@@ -106,9 +122,27 @@ class LLMEngine:
         self.kv_pool = KVPool(self.plan, device=self.device)
         self.runner = ModelRunner(self.model, self.kv_pool, self.plan)
         self.sampler = Sampler(self.tokenizer.eos_token_ids, seed=config.seed)
+        self.spec_runner = None
+        if self.draft_model is not None:
+            draft = ModelRunner(self.draft_model, self.kv_pool, self.plan,
+                                layer_offset=draft_layer_offset(target_shape))
+            self.spec_runner = SpecRunner(self.runner, draft, self.sampler, config.num_speculative_tokens)
         self._states: dict[str, ReqOutputState] = {}
         self._num_steps = 0
         self._generated = 0
+        # vision-language families: image loading, placeholders, ImageRefs (docs/vlm.md)
+        self.vision = VisionPrompts(self.model, self.model_path) if self.runner.images is not None else None
+        self._encoder_runs = 0
+
+    def _load_draft(self, path: Path):
+        """(target+draft shape, draft model); ValueError when the draft's
+        vocabulary differs from the target's."""
+        cfg = read_config(path)
+        vocab = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
+        if vocab != self.vocab_size:
+            raise ValueError(f"speculative_model {path} has vocab_size {vocab}, the target {self.vocab_size}")
+        draft_shape = shape_from_path(path, name=path.name, dtype=_DTYPE_NAMES[self.dtype])
+        return merge_shapes(self.shape, draft_shape), load_model(path, self.device, self.dtype)
 
     def _max_model_len(self, config: EngineConfig) -> int:
         limit = self.shape.max_context
@@ -133,18 +167,27 @@ class LLMEngine:
     # ---------------------------------------------------------- requests
     def add_request(self, request_id: str, prompt: str | Sequence[int], params: SamplingParams | None = None,
                     arrival_time: float | None = None, *, prompt_text: str | None = None,
-                    cache_salt: str = "") -> None:
+                    cache_salt: str = "", images: Sequence | None = None) -> None:
         """Queue a request.  `prompt` is text (tokenised here) or token ids;
-        `prompt_text` labels an id prompt in the outputs.  Raises ValueError
-        for a duplicate id, an empty or too long prompt, out-of-vocabulary
-        ids or bad params, and sched.scheduler.QueueFull when the queue is
-        full."""
+        `prompt_text` labels an id prompt in the outputs; `images` (paths,
+        PIL images or tensors) go with the prompt's image tokens, for
+        vision-language models.  Raises ValueError for a duplicate id, an
+        empty or too long prompt, out-of-vocabulary ids, bad params, images
+        a model cannot take or that do not load, and
+        sched.scheduler.QueueFull when the queue is full."""
         params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
             raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
         if request_id in self._states:
             raise ValueError(f"request id {request_id!r} is already in use")
         text, ids = self._tokenize(prompt, prompt_text)
+        refs, inputs = (), ()
+        if images and self.vision is None:
+            raise ValueError(f"images: model {self.model_path.name} ({type(self.model).__name__}) does not "
+                             "accept images")
+        if self.vision is not None:
+            prep = self.vision.prepare(ids, images or (), cache_salt)
+            ids, refs, inputs, cache_salt = list(prep.token_ids), prep.images, prep.inputs, prep.cache_salt
         if len(ids) >= self.max_model_len:
             raise ValueError(f"prompt has {len(ids)} tokens; max_model_len={self.max_model_len} leaves no room "
                              "for an output token")
@@ -155,9 +198,11 @@ class LLMEngine:
         else:
             sched_params = params
         arrival = time.monotonic() if arrival_time is None else arrival_time
-        req = Request(request_id, ids, params=sched_params, arrival_time=arrival, cache_salt=cache_salt,
-                      eos_token_id=eos[0] if eos else None)
+        req = Request(request_id, ids, params=sched_params, images=refs, arrival_time=arrival,
+                      cache_salt=cache_salt, eos_token_id=eos[0] if eos else None)
         self.scheduler.add_request(req)
+        if refs:
+            self.runner.images.add(request_id, inputs)
         self._states[request_id] = ReqOutputState(request_id, text, tuple(ids), params, self.tokenizer, arrival)
 
     def _tokenize(self, prompt: str | Sequence[int], prompt_text: str | None) -> tuple[str | None, list[int]]:
@@ -169,7 +214,9 @@ class LLMEngine:
         if not ids:
             raise ValueError("prompt must contain at least one token")
         vocab = self.vocab_size
-        bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab]
+        image_token = self.vision.image_token_id if self.vision is not None else None
+        bad = [t for t in ids if not isinstance(t, int) or isinstance(t, bool)
+               or not (0 <= t < vocab or t == image_token)]
         if bad:
             raise ValueError(f"prompt token ids must be integers in [0, {vocab}), got {bad[:5]}")
         return prompt_text, ids
@@ -182,6 +229,7 @@ class LLMEngine:
             return None
         self.scheduler.finish_request(request_id, FinishReason.ABORT)
         self.sampler.drop([request_id])
+        self._drop_images(request_id)
         return state.abort(time.monotonic())
 
     def has_unfinished_requests(self) -> bool:
@@ -199,14 +247,23 @@ class LLMEngine:
             self.sampler.drop(plan.finished)
         t0 = time.perf_counter()
         sampled: dict[str, tuple[int, ...]] = {}
-        if not plan.empty:
+        drafts: dict[str, tuple[int, ...]] = {}
+        encoder_runs = 0
+        if not plan.empty and self.spec_runner is not None:
+            spec = self.spec_runner.execute(plan)
+            sampled, drafts = spec.sampled, spec.draft_tokens
+            self._num_steps += 1
+        elif not plan.empty:
             result = self.runner.execute(plan)
             by_id = {s.req_id: s for s in plan.seqs}
             tokens = self.sampler.sample(result.logits, [by_id[r] for r in result.req_ids])
             sampled = {r: (t,) for r, t in zip(result.req_ids, tokens)}
             self._num_steps += 1
+            encoder_runs = result.encoder_runs
+            self._encoder_runs += encoder_runs
         now = time.monotonic()
-        updates = self.scheduler.update(plan, StepResult(sampled, time.perf_counter() - t0), now)
+        updates = self.scheduler.update(plan, StepResult(sampled, time.perf_counter() - t0, encoder_runs,
+                                                         draft_tokens=drafts), now)
         outputs = []
         for u in updates:
             state = self._states.get(u.req_id)
@@ -219,11 +276,22 @@ class LLMEngine:
             if state.finished:
                 del self._states[u.req_id]
                 self.sampler.drop([u.req_id])
+                self._drop_images(u.req_id)
             outputs.append(step.output)
         return outputs
+
+    @property
+    def supports_images(self) -> bool:
+        """Whether add_request takes images (a vision-language model)."""
+        return self.vision is not None
+
+    def _drop_images(self, request_id: str) -> None:
+        if self.runner.images is not None:
+            self.runner.images.drop([request_id])
 
     def stats(self) -> EngineStats:
         s, usage = self.scheduler.stats, self.manager.usage()
         return EngineStats(len(self.scheduler.running), len(self.scheduler.waiting), s.num_preemptions,
                            s.num_finished, self._num_steps, s.prompt_tokens, s.hit_tokens, self._generated,
-                           usage.pool_bytes, usage.used_bytes, usage.cached_bytes, usage.utilisation)
+                           usage.pool_bytes, usage.used_bytes, usage.cached_bytes, usage.utilisation,
+                           s.draft_tokens, s.accepted_tokens, self._encoder_runs)

@@ -4,15 +4,19 @@ The runner is the torch side of the step boundary: it applies the plan's
 page copies and zeros to the pool, builds the attention metadata once per
 group, runs the model's forward on all scheduled tokens of all seqs at once
 (prefill chunks and decodes mixed), and returns fp32 logits of the last
-token of every seq whose `sample` flag is set.  Sampling is the sampler's
-job (engine/sampler.py).  The runner depends on nothing but the StepPlan, so
-hand-built plans, the scheduler, or a replayed trace drive it alike.
+token of every seq whose `sample` flag is set (with `verify`, of its last
+num_spec+1 tokens, for speculative decoding).  Sampling is the sampler's
+job (engine/sampler.py).  A second model sharing the plan (a speculative
+draft) runs with `layer_offset`: its layer i is plan layer offset + i, and
+it sees the pool and the metadata in its own layer numbers.  The runner
+depends on nothing but the StepPlan, so hand-built plans, the scheduler,
+or a replayed trace drive it alike.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,26 +24,31 @@ from ..memory.plan import MemoryPlan
 from ..model.attn_metadata import build_attn_metadata, scope_within
 from ..model.families import DecoderLM
 from ..model.kv_pool import KVPool
+from ..model.multimodal import ImageStore
+from ..model.state_metadata import build_state_metadata, check_state_plan
 from ..sched.step import StepPlan
 
 
 @dataclass(frozen=True)
 class RunnerOutput:
     """req_ids of the seqs with `sample=True`, in plan order; logits
-    [len(req_ids), vocab] fp32 for their last scheduled token; duration_s:
-    wall time of `execute`."""
+    [len(req_ids), vocab] fp32 for their last scheduled token (with
+    `execute(verify=True)`: num_spec+1 rows per seq, its last num_spec+1
+    tokens in order); duration_s: wall time of `execute`."""
 
     req_ids: tuple[str, ...]
     logits: torch.Tensor
     duration_s: float = 0.0
+    encoder_runs: int = 0
 
 
-def check_plan(model: DecoderLM, plan: MemoryPlan) -> None:
-    """ValueError unless every attention layer of `model` sits in a plan
-    group whose spec matches its K/V shape and keeps every key its
-    window/chunk reads."""
+def check_plan(model: DecoderLM, plan: MemoryPlan, layer_offset: int = 0) -> None:
+    """ValueError unless every attention layer of `model` sits (as plan
+    layer `layer_offset + i`) in a plan group whose spec matches its K/V
+    shape and keeps every key its window/chunk reads."""
     where = {layer: g for g in plan.groups for layer in g.layers}
-    for layer, (heads, head_dim, window, chunk) in model.layer_kv_shapes().items():
+    for i, (heads, head_dim, window, chunk) in model.layer_kv_shapes().items():
+        layer = i + layer_offset
         g = where.get(layer)
         if g is None:
             raise ValueError(f"model layer {layer} is in no group of the plan")
@@ -54,48 +63,75 @@ def check_plan(model: DecoderLM, plan: MemoryPlan) -> None:
 
 class ModelRunner:
     """Executes StepPlans.  backend: attention backend ("auto", "portable",
-    "triton"), see model.attention.paged_attention."""
+    "triton"), see model.attention.paged_attention.  layer_offset: plan
+    index of the model's layer 0 (non-zero for a draft model sharing the
+    target's plan)."""
 
-    def __init__(self, model: DecoderLM, kv_pool: KVPool, plan: MemoryPlan, backend: str = "auto") -> None:
+    def __init__(self, model: DecoderLM, kv_pool: KVPool, plan: MemoryPlan, backend: str = "auto",
+                 layer_offset: int = 0) -> None:
         if kv_pool.plan is not plan:
             raise ValueError("kv_pool was built for a different plan")
-        check_plan(model, plan)
+        check_plan(model, plan, layer_offset)
         self.model, self.kv_pool, self.plan, self.backend = model, kv_pool, plan, backend
         self.device = kv_pool.device
+        self.layer_offset = layer_offset
+        self.plan_layers = tuple(i + layer_offset for i in model.attn_layers)
+        # Mamba layers (hybrid families): conv + SSM state in one page per request
+        self.state_layers = tuple(i + layer_offset for i in getattr(model, "state_layers", ()))
+        if self.state_layers:
+            check_state_plan({i + layer_offset: s for i, s in model.layer_state_shapes().items()}, plan)
+        # the model speaks its own layer numbers; the shifted view maps them
+        self._model_pool = kv_pool.with_layer_offset(layer_offset) if layer_offset else kv_pool
+        # vision-language families: the engine registers each request's image inputs here
+        self.images = ImageStore() if getattr(model, "accepts_images", False) else None
 
     @staticmethod
-    def _check_step(step: StepPlan) -> None:
+    def _check_step(step: StepPlan, verify: bool, recurrent: bool, images: bool = False) -> None:
         for s in step.seqs:
-            if s.images or s.encoder_runs:
+            if (s.images or s.encoder_runs) and not images:
                 raise ValueError(f"request {s.req_id}: images need an encoder, which these text models lack")
-            if s.num_spec:
+            if s.num_spec and not verify:
                 raise ValueError(f"request {s.req_id}: speculative decoding (num_spec={s.num_spec}) "
-                                 "is not supported by ModelRunner")
-            if s.state_saves:
+                                 "needs execute(verify=True)")
+            if s.state_saves and not recurrent:
                 raise ValueError(f"request {s.req_id}: state_saves need recurrent layers, which "
                                  "these models lack")
             if not s.token_ids:
                 raise ValueError(f"request {s.req_id}: a scheduled seq must compute at least one token")
 
-    def execute(self, step: StepPlan) -> RunnerOutput:
+    def execute(self, step: StepPlan, verify: bool = False) -> RunnerOutput:
         """Apply copies and zeros, run the forward, return the sampled seqs'
-        logits; mutates the pool.  Raises ValueError on what the models
-        cannot run (images, speculative tokens, state saves) or on page
-        tables missing a page the step needs."""
+        logits (with `verify`, those of each sampled seq's last num_spec+1
+        tokens); mutates the pool.  Raises ValueError on what the models
+        cannot run (images, state saves, draft tokens without `verify`) or
+        on page tables missing a page the step needs."""
         t0 = time.perf_counter()
-        self._check_step(step)
+        self._check_step(step, verify, bool(self.state_layers), self.images is not None)
         self.kv_pool.apply_copies(step.copies)
         self.kv_pool.apply_zeros(step.zeros)
         sampled = [i for i, s in enumerate(step.seqs) if s.sample]
         req_ids = tuple(step.seqs[i].req_id for i in sampled)
         if step.empty:
             return RunnerOutput(req_ids, torch.empty(0, self.model.arch.vocab_size), time.perf_counter() - t0)
-        meta = build_attn_metadata(step, self.plan, self.model.attn_layers, self.device, self.backend)
+        meta = build_attn_metadata(step, self.plan, self.plan_layers, self.device, self.backend)
+        if self.layer_offset:
+            off = self.layer_offset
+            meta = replace(meta, layer_group={k - off: g for k, g in meta.layer_group.items() if k >= off})
+        extra = {}
+        if self.state_layers:
+            states = build_state_metadata(step, self.plan, self.state_layers, self.device)
+            off = self.layer_offset
+            extra["state_metadata"] = replace(states, layer_group={k - off: g for k, g in states.layer_group.items()})
         ids = torch.tensor([t for s in step.seqs for t in s.token_ids], dtype=torch.long).to(self.device)
         ends = [0]
         for s in step.seqs:
             ends.append(ends[-1] + s.num_tokens)
-        rows = torch.tensor([ends[i + 1] - 1 for i in sampled], dtype=torch.long).to(self.device)
+        last = [range(ends[i + 1] - 1 - (step.seqs[i].num_spec if verify else 0), ends[i + 1]) for i in sampled]
+        rows = torch.tensor([r for rs in last for r in rs], dtype=torch.long).to(self.device)
+        runs = 0
         with torch.no_grad():
-            logits = self.model(ids, meta.positions, meta, self.kv_pool, rows)
-        return RunnerOutput(req_ids, logits.float(), time.perf_counter() - t0)
+            if self.images is not None:   # encoder runs write the cross / vision pages first
+                mm, runs = self.model.prepare_images(step, self.plan, self._model_pool, self.images)
+                extra.update(mm)
+            logits = self.model(ids, meta.positions, meta, self._model_pool, rows, **extra)
+        return RunnerOutput(req_ids, logits.float(), time.perf_counter() - t0, runs)

@@ -78,6 +78,22 @@ class KVPool:
                 self._where[layer] = (g.gid, j)
         self._kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def with_layer_offset(self, offset: int) -> KVPool:
+        """This pool as seen by a second model whose layer i is plan layer
+        `offset + i` (a speculative draft placed after the target's layers):
+        the same buffer and pages, layer lookups shifted, plan layers below
+        `offset` hidden.  Built field by field, never copied, so no cache
+        keyed by plan layer leaks into the shifted view.  ValueError for a
+        negative offset."""
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+        view = KVPool.__new__(KVPool)
+        view.plan, view.device, view.dtype_override = self.plan, self.device, self.dtype_override
+        view.buffer, view._pages = self.buffer, self._pages
+        view._where = {layer - offset: w for layer, w in self._where.items() if layer >= offset}
+        view._kv = {}
+        return view
+
     # -- lookups ---------------------------------------------------------
     def group_of(self, layer_idx: int) -> int:
         """The gid holding model layer `layer_idx`; ValueError if none does."""

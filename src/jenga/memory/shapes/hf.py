@@ -56,7 +56,8 @@ class Family:
     bias(cfg): (q/k/v bias, o bias, MLP bias).  tied: default of
     tie_word_embeddings.  moe(cfg, i): (experts, top_k) when layer i's MLP is
     a mixture of experts.  expert_bias: router and experts carry biases.
-    sinks: learned per-head attention sinks.
+    sinks: learned per-head attention sinks.  mamba2: the mamba layers are
+    Mamba-2 mixers (conv over x|B|C, SSM state per head) rather than Mamba-1.
     """
 
     default_types: Callable[[Mapping], list[str]]
@@ -67,6 +68,7 @@ class Family:
     moe: Callable[[Mapping, int], tuple[int, int] | None] = lambda c, i: None
     expert_bias: bool = False
     sinks: bool = False
+    mamba2: bool = False
 
 
 def _alternating(cfg: Mapping) -> list[str]:
@@ -92,6 +94,11 @@ def _qwen(cfg: Mapping) -> list[str]:
 def _jamba(cfg: Mapping) -> list[str]:
     period, offset = cfg.get("attn_layer_period", 8), cfg.get("attn_layer_offset", 4)
     return ["full_attention" if i % period == offset else "mamba" for i in range(cfg["num_hidden_layers"])]
+
+
+def _bamba(cfg: Mapping) -> list[str]:
+    attn = set(cfg.get("attn_layer_indices") or ())
+    return ["full_attention" if i in attn else "mamba" for i in range(cfg["num_hidden_layers"])]
 
 
 def _all_full(cfg: Mapping) -> list[str]:
@@ -121,6 +128,7 @@ _FAMILIES: dict[str, Family] = {
                       moe=lambda c, i: (c.get("num_local_experts", 32), c.get("num_experts_per_tok", 4)),
                       expert_bias=True, sinks=True),
     "jamba": Family(_jamba, moe=_jamba_moe),
+    "bamba": Family(_bamba, bias=_llama_bias, mamba2=True),
 }
 
 
@@ -223,17 +231,18 @@ def attn_dims(cfg: Mapping) -> tuple[int, int, int, int]:
     return hidden, heads, kv, cfg.get("head_dim") or hidden // heads
 
 
-def layer_spec(kind_name: str, cfg: Mapping, dt: str, ssm_dtype: str | None) -> LayerSpec:
-    """The spec of one layer of HF type `kind_name`; ValueError if unknown."""
+def layer_spec(kind_name: str, cfg: Mapping, dt: str, ssm_dtype: str | None, *, mamba2: bool = False) -> LayerSpec:
+    """The spec of one layer of HF type `kind_name` (a mamba layer is a
+    Mamba-2 mixer when `mamba2`); ValueError if unknown."""
     kind = _TYPE_KINDS.get(kind_name)
     if kind is None:
         raise ValueError(f"layer type {kind_name!r} is not supported; known: {sorted(_TYPE_KINDS)}")
     if kind == "mamba":
         d_inner = cfg.get("mamba_expand", 2) * require(cfg, "hidden_size")
         state_dt = _dtype_name(ssm_dtype, "ssm_dtype") if ssm_dtype else _config_ssm_dtype(cfg, dt)
-        return LayerSpec("mamba", dt, conv_state=(d_inner, cfg.get("mamba_d_conv", 4)),
-                         ssm_state=(d_inner, cfg.get("mamba_d_state", 16)),
-                         state_dtype="" if state_dt == dt else state_dt)
+        conv, ssm = _mamba2_states(cfg) if mamba2 else ((d_inner, cfg.get("mamba_d_conv", 4)),
+                                                         (d_inner, cfg.get("mamba_d_state", 16)))
+        return LayerSpec("mamba", dt, conv_state=conv, ssm_state=ssm, state_dtype="" if state_dt == dt else state_dt)
     _, _, kv, head_dim = attn_dims(cfg)
     window = require(cfg, "sliding_window") if kind == "sliding" else 0
     if kind == "sliding" and cfg.get("use_bidirectional_attention"):
@@ -267,8 +276,9 @@ def text_body(cfg: Mapping, dt: str, ssm_dtype: str | None, *,
         if claimed is not None:
             spec, mixer = claimed
         else:
-            spec = layer_spec(t, cfg, dt, ssm_dtype)
-            mixer = _mamba_params(cfg) if spec.kind == "mamba" else attn
+            spec = layer_spec(t, cfg, dt, ssm_dtype, mamba2=fam.mamba2)
+            mamba = _mamba2_params if fam.mamba2 else _mamba_params
+            mixer = mamba(cfg) if spec.kind == "mamba" else attn
         layers.append(spec)
         total += P.ParamCount.dense(mixer + fam.norms * hidden) + _ffn(cfg, fam, i, hidden, mlp_bias)
     emb = P.embeddings(require(cfg, "vocab_size"), hidden, bool(cfg.get("tie_word_embeddings", fam.tied)))
@@ -291,3 +301,34 @@ def _mamba_params(cfg: Mapping) -> int:
     return P.mamba_mixer(hidden, cfg.get("mamba_expand", 2) * hidden, cfg.get("mamba_d_state", 16),
                          cfg.get("mamba_d_conv", 4), rank, conv_bias=cfg.get("mamba_conv_bias", True),
                          proj_bias=cfg.get("mamba_proj_bias", False))
+
+
+def _mamba2_dims(cfg: Mapping) -> tuple[int, int, int, int, int]:
+    """(d_inner, heads, head_dim, groups, d_state) of a Mamba-2 mixer (Bamba's
+    field names and transformers' defaults); ValueError when heads x
+    head_dim is not d_inner."""
+    inner = cfg.get("mamba_expand", 2) * require(cfg, "hidden_size")
+    heads = cfg.get("mamba_n_heads", 128)
+    head_dim = cfg.get("mamba_d_head", "auto")
+    head_dim = inner // heads if head_dim == "auto" else head_dim
+    if heads * head_dim != inner:
+        raise ValueError(f"mamba_n_heads={heads} x mamba_d_head={head_dim} != mamba_expand * hidden_size={inner}")
+    return inner, heads, head_dim, cfg.get("mamba_n_groups", 1), cfg.get("mamba_d_state", 256)
+
+
+def _mamba2_states(cfg: Mapping) -> tuple[tuple[int, int], tuple[int, int, int]]:
+    """Conv state (d_inner + 2 * groups * d_state, d_conv) over x|B|C, SSM
+    state (heads, head_dim, d_state)."""
+    inner, heads, head_dim, groups, state = _mamba2_dims(cfg)
+    return (inner + 2 * groups * state, cfg.get("mamba_d_conv", 4)), (heads, head_dim, state)
+
+
+def _mamba2_params(cfg: Mapping) -> int:
+    """in_proj (z, x|B|C, dt), depthwise conv, dt_bias, A_log, D, the gated
+    norm and out_proj."""
+    hidden = require(cfg, "hidden_size")
+    inner, heads, _, groups, state = _mamba2_dims(cfg)
+    conv_dim, bias = inner + 2 * groups * state, cfg.get("mamba_proj_bias", False)
+    n = P.linear(hidden, inner + conv_dim + heads, bias)
+    n += conv_dim * cfg.get("mamba_d_conv", 4) + (conv_dim if cfg.get("mamba_conv_bias", True) else 0)
+    return n + 3 * heads + inner + P.linear(inner, hidden, bias)
