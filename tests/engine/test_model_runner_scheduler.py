@@ -91,7 +91,7 @@ def test_scheduler_plans_give_transformers_tokens(models):
 
 def test_preemption_in_a_small_pool_recomputes_exactly(models):
     hf, model = models
-    outs, stats, _ = _serve(model, _plan(9), PROMPTS, budget=12)
+    outs, stats, _ = _serve(model, _plan(10), PROMPTS, budget=12)
     assert stats.num_preemptions > 0
     for rid, prompt in PROMPTS.items():
         assert outs[rid] == _hf_greedy(hf, prompt), rid
