@@ -72,7 +72,9 @@ class Scheduler:
         total = min(req.prompt_len + req.params.max_tokens, self.max_model_len) + spare
         chunk = min(req.prompt_len, self.config.max_num_batched_tokens)
         if not self.manager.fits_alone(total, req.num_encoder_tokens, chunk):
-            raise ValueError(f"request needs more KV memory ({total} tokens) than the whole pool "
+            where = ("its group's static partition of the pool" if self.manager.plan.static_share
+                     else "the whole pool")
+            raise ValueError(f"request needs more KV memory ({total} tokens) than {where} "
                              f"({self.manager.plan.pool_bytes} bytes); raise the KV budget or lower max_tokens")
         if len(self.waiting) >= self.config.max_waiting:
             raise QueueFull(f"{len(self.waiting)} requests are already waiting")
