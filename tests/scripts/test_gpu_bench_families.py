@@ -1,0 +1,20 @@
+"""The issue-4 GPU benchmark script runs end to end in its CPU dry run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dry_run_writes_a_table_per_family(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    subprocess.run([sys.executable, str(ROOT / "scripts/gpu_bench_families.py"), "--dry-run", "--out",
+                    str(tmp_path)], check=True, env=env, capture_output=True, timeout=600)
+    report = json.loads((tmp_path / "gpu-families.json").read_text())
+    assert set(report) == {"jamba", "bamba", "mllama", "llava"}
+    for rows in report.values():
+        jenga = next(r for r in rows if r["allocator"] == "jenga")
+        assert jenga["errors"] == 0 and jenga["requests"] == 8
