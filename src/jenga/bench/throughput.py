@@ -59,6 +59,8 @@ class Result:
     hit_rate: float
     steps: int
     refused: str = ""              # why the engine refused the workload (a request larger than the pool)
+    mean_batch: float = 0.0        # running requests per step
+    mem_util: float = 0.0          # needed / pool bytes over steps that left a request waiting for memory
 
 
 def resolve(model: str) -> Path:
@@ -109,6 +111,17 @@ def run_one(model: Path, allocator: str, kv_bytes: int, w: Workload, **engine: o
     llm.generate(make_prompts(Workload(1, 8, 2, min(w.images, 1), seed=w.seed + 1), e.vocab_size,
                               vision.image_token_id if vision else None), params)
     before = e.stats()
+    batches, utils = [], []
+    plain_step = e.step
+
+    def observed_step():   # what each step ran and, when memory bound it, how full the pool was
+        outs = plain_step()
+        batches.append(len(e.scheduler.running))
+        if e.scheduler.stats.waiting_for_memory:
+            utils.append(e.scheduler.manager.usage().utilisation)
+        return outs
+
+    e.step = observed_step
     t0 = time.perf_counter()
     try:
         outs = llm.generate(prompts, params)
@@ -123,21 +136,23 @@ def run_one(model: Path, allocator: str, kv_bytes: int, w: Workload, **engine: o
     prompt_tokens = s.prompt_tokens - before.prompt_tokens
     return Result(allocator, len(outs), errors, dt, len(outs) / dt, tokens / dt,
                   s.num_preemptions - before.num_preemptions, s.encoder_runs - before.encoder_runs, n_images,
-                  hits / prompt_tokens if prompt_tokens else 0.0, s.num_steps - before.num_steps)
+                  hits / prompt_tokens if prompt_tokens else 0.0, s.num_steps - before.num_steps, "",
+                  sum(batches) / len(batches) if batches else 0.0, sum(utils) / len(utils) if utils else 0.0)
 
 
 def table(model: str, kv_bytes: int, results: list[Result]) -> str:
     base = next((r for r in results if r.allocator == "jenga" and not r.refused), results[0])
     lines = [f"model {model}, KV budget {kv_bytes / 2**20:.1f} MiB",
-             "| allocator | req/s | output tok/s | vs jenga | preemptions | encoder runs / images | prefix hits "
-             "| steps | errors |", "|---|---|---|---|---|---|---|---|---|"]
+             "| allocator | req/s | output tok/s | vs jenga | mean batch | mem util at saturation | preemptions "
+             "| encoder runs / images | prefix hits | steps | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.refused:
-            lines.append(f"| {r.allocator} | refused: {r.refused} | | | | | | | {r.errors} |")
+            lines.append(f"| {r.allocator} | refused: {r.refused} | | | | | | | | | {r.errors} |")
             continue
         ratio = r.req_per_s / max(base.req_per_s, 1e-9)
+        util = f"{100 * r.mem_util:.1f}%" if r.mem_util else "never bound"
         lines.append(f"| {r.allocator} | {r.req_per_s:.2f} | {r.output_tok_per_s:.1f} | {ratio:.2f}x | "
-                     f"{r.preemptions} | {r.encoder_runs} / {r.images} | {100 * r.hit_rate:.1f}% | {r.steps} | "
+                     f"{r.mean_batch:.1f} | {util} | {r.preemptions} | {r.encoder_runs} / {r.images} | {100 * r.hit_rate:.1f}% | {r.steps} | "
                      f"{r.errors} |")
     return "\n".join(lines)
 
@@ -158,6 +173,24 @@ def add_args(p) -> None:
     p.add_argument("--repeat", type=int, default=1,
                    help="time each allocator this many times, interleaved, and keep the median run")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-hf", action="store_true",
+                   help="skip transformers' own continuous batching (generate_batch) on the same prompts")
+
+
+def run_hf(model: Path, w: Workload) -> tuple[float, int]:
+    """transformers' continuous batching (`generate_batch`, eager attention:
+    its Gemma-2 has no SDPA path) on the same prompts; (seconds, tokens)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation="eager")
+    prompts = make_prompts(w, hf.config.vocab_size, None)
+    cfg = GenerationConfig(max_new_tokens=w.output_len, min_new_tokens=w.output_len, do_sample=False,
+                           eos_token_id=None, pad_token_id=hf.config.pad_token_id or 0)
+    t0 = time.perf_counter()
+    out = hf.generate_batch(inputs=prompts, generation_config=cfg, progress_bar=False)
+    dt = time.perf_counter() - t0
+    return dt, sum(len(o.generated_tokens) for o in out.values())
 
 
 def main(args) -> int:
@@ -181,4 +214,9 @@ def main(args) -> int:
                           "results": [asdict(r) for r in results]}, indent=1))
     else:
         print(table(args.model, args.kv_bytes, results))
+    jenga = next((r for r in results if r.allocator == "jenga" and not r.refused), None)
+    if not args.no_hf and jenga and not args.model.startswith("vlm:"):
+        dt, tokens = run_hf(model, w)
+        print(f"transformers generate_batch (same model and prompts): {tokens / dt:.1f} output tok/s; "
+              f"Jenga {jenga.output_tok_per_s:.1f} = {jenga.output_tok_per_s / (tokens / dt):.2f}x")
     return 0
