@@ -128,7 +128,12 @@ def bench(device: str) -> None:
                 run(meta, k_cache, v_cache, q, k, v, sinks, backend)
             torch.cuda.synchronize()
             ms = (time.perf_counter() - t) / 20 * 1e3
-            print(f"bench bf16 B={B} ctx={n} Hq=32 Hkv=8 D=128 {backend:8s}: {ms:.3f} ms/layer")
+            kv_bytes = B * n * 8 * 128 * 2 * 2   # K and V, bf16
+            gbs = kv_bytes / (ms / 1e3) / 1e9
+            name = torch.cuda.get_device_name()
+            peak = 4800.0 if "H200" in name else 3350.0   # HBM GB/s (H200, else H100 SXM)
+            print(f"bench bf16 B={B} ctx={n} Hq=32 Hkv=8 D=128 {backend:8s}: {ms:.3f} ms/layer, "
+                  f"{gbs:.0f} GB/s of KV read = {100 * gbs / peak:.0f}% of {name}'s {peak:.0f} GB/s peak")
 
 
 def end_to_end(device: str) -> bool:

@@ -14,7 +14,7 @@ def test_dry_run_writes_a_table_per_family(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "scripts/gpu_bench_families.py"), "--dry-run", "--out",
                     str(tmp_path)], check=True, env=env, capture_output=True, timeout=600)
     report = json.loads((tmp_path / "gpu-families.json").read_text())
-    assert set(report) == {"jamba", "bamba", "mllama", "llava"}
+    assert set(report) == {"gemma2-9b", "ministral-8b", "jamba", "bamba", "mllama", "llava"}
     for rows in report.values():
         jenga = next(r for r in rows if r["allocator"] == "jenga")
         assert jenga["errors"] == 0 and jenga["requests"] == 8
