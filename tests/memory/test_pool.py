@@ -98,3 +98,16 @@ def test_release_errors_name_the_problem():
         pool.release(0, 0, (0, 0))
     with pytest.raises(ValueError, match="is free"):
         pool.incref(0, 0)
+
+
+def test_newer_copy_of_cached_content_replaces_an_evictable_older_one():
+    pool = make()
+    old = pool.allocate(0, "A")
+    pool.set_key(0, old, "k")
+    pool.release(0, old, (1, 0))              # evictable
+    new = pool.allocate(0, "B")               # the same content computed again
+    assert pool.set_key(0, new, "k") and pool.lookup(0, "k") == new
+    assert not pool.is_evictable(0, old) and pool.key[0][old] is None
+    busy = pool.allocate(0, "C")
+    assert not pool.set_key(0, busy, "k")     # a copy in use keeps the key
+    check(pool)

@@ -227,10 +227,16 @@ class PagePool:
         self._maybe_fully_evictable(lp)
 
     def set_key(self, gid: int, page: int, key: Hashable) -> bool:
-        """Record that used `page` holds content `key`.  Returns False (and
-        records nothing) when another page already holds that key."""
+        """Record that used `page` holds content `key`.  An evictable older
+        copy of the same content is dropped in favour of this newer one (it
+        would otherwise be evicted first and the content lost); returns
+        False, recording nothing, when a copy in use already holds the key."""
         if self.ref[gid][page] <= 0:
             raise ValueError(f"group {gid} page {page} is not in use")
+        old = self.cache_map[gid].get(key)
+        if old is not None and old != page and self.is_evictable(gid, old) and self.key[gid][page] is None:
+            self._drop_key(gid, old)
+            self._to_free(gid, old)
         if self.key[gid][page] is not None or key in self.cache_map[gid]:
             return self.cache_map[gid].get(key) == page
         self.key[gid][page] = key
