@@ -13,6 +13,11 @@ first on each engine, outside the timing; `--repeat` runs the allocators
 in turn several times and reports each one's median run, which evens out
 load from other processes on a shared machine.
 
+Utilisation at saturated steps is given as the allocator counts it and as
+the layers truly need it (`util_true`, one yardstick for all allocators);
+transformers' `generate_batch` on the same prompts and KV bytes is the
+outside reference.  docs/benchmarks.md says what each number means.
+
 Models: a local HF folder, `builtin:NAME` (bench/builtin_models.py) or
 `vlm:NAME` (bench/vlm_models.py: mllama-small, llava-small).
 """
@@ -25,6 +30,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ALLOCATORS = "jenga,max-page,static,uniform"
+DEFAULT_MODEL = "builtin:gemma2-small"
+# CLI defaults: prompts 3x the built-ins' 128-token window, a pool that fits ~2
+# of them under max-page and ~3 under jenga: memory, not max_num_seqs, binds.
+DEFAULT_KV_BYTES = 6 * 2**20
+CLI_WORKLOAD = dict(num_requests=24, prompt_len=384, output_len=32)
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,11 @@ class Result:
     refused: str = ""              # why the engine refused the workload (a request larger than the pool)
     mean_batch: float = 0.0        # running requests per step
     mem_util: float = 0.0          # needed / pool bytes over steps that left a request waiting for memory
+    total_tok_per_s: float = 0.0   # (prompt + output tokens) / duration
+    max_batch: int = 0             # most running requests in one step
+    util_true: float = 0.0         # state the layers truly need / pool bytes, same steps as mem_util
+    saturated_steps: int = 0       # steps that left a request waiting for memory
+    batch_series: tuple[int, ...] = ()   # running requests after each step
 
 
 def resolve(model: str) -> Path:
@@ -99,97 +114,198 @@ def make_prompts(w: Workload, vocab: int, image_token: int | None) -> list:
     return prompts
 
 
-def run_one(model: Path, allocator: str, kv_bytes: int, w: Workload, **engine: object) -> Result:
-    """One engine with `allocator`, the workload timed after a warm-up."""
+def true_need_bytes(ref_plan, running) -> int:
+    """Bytes of state the running requests' layers need now, by the jenga
+    plan `ref_plan`'s policies (window, chunk, one Mamba state, images),
+    whatever allocator holds them.  Image tokens count whole, so a VLM's
+    vision embeddings are counted at their peak."""
+    from ..memory.footprint import ideal_bytes
+    return sum(ideal_bytes(ref_plan, r.num_computed, sum(i.num_tokens for i in r.images)) for r in running)
+
+
+def run_one(model: Path, allocator: str, kv_bytes: int, w: Workload, progress: bool = False,
+            **engine: object) -> Result:
+    """One engine with `allocator`, the workload timed after a warm-up;
+    `progress` shows a tqdm bar of finished requests."""
     from ..engine.llm import LLM
+    from ..memory.planner import build_plan
     from ..sched.params import SamplingParams
     llm = LLM(str(model), allocator=allocator, kv_cache_memory=kv_bytes, **engine)
     e = llm.engine
+    ref = build_plan(e.shape, e.plan.pool_bytes, allocator="jenga", page_tokens=e.config.page_tokens)
     vision = e.vision
     prompts = make_prompts(w, e.vocab_size, vision.image_token_id if vision else None)
     params = SamplingParams(max_tokens=w.output_len, temperature=0.0, ignore_eos=True)
     llm.generate(make_prompts(Workload(1, 8, 2, min(w.images, 1), seed=w.seed + 1), e.vocab_size,
                               vision.image_token_id if vision else None), params)
     before = e.stats()
-    batches, utils = [], []
+    batches, utils, true_utils, probe_s = [], [], [], [0.0]
     plain_step = e.step
 
     def observed_step():   # what each step ran and, when memory bound it, how full the pool was
         outs = plain_step()
+        t = time.perf_counter()
         batches.append(len(e.scheduler.running))
         if e.scheduler.stats.waiting_for_memory:
             utils.append(e.scheduler.manager.usage().utilisation)
+            true_utils.append(true_need_bytes(ref, e.scheduler.running) / e.plan.pool_bytes)
+        probe_s[0] += time.perf_counter() - t   # measuring is not serving: kept out of the time
         return outs
 
     e.step = observed_step
     t0 = time.perf_counter()
     try:
-        outs = llm.generate(prompts, params)
+        outs = llm.generate(prompts, params, use_tqdm=progress)
     except ValueError as err:   # e.g. static's share for one group is smaller than one request
         return Result(allocator, 0, len(prompts), 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0, str(err))
-    dt = time.perf_counter() - t0
+    dt = time.perf_counter() - t0 - probe_s[0]
     s = e.stats()
     errors = sum(o.outputs[0].finish_reason == "error" for o in outs)
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     n_images = sum(len(p["multi_modal_data"]["image"]) for p in prompts if isinstance(p, dict))
     hits = s.hit_tokens - before.hit_tokens
     prompt_tokens = s.prompt_tokens - before.prompt_tokens
+    total = tokens + sum(len(o.prompt_token_ids) for o in outs)
     return Result(allocator, len(outs), errors, dt, len(outs) / dt, tokens / dt,
                   s.num_preemptions - before.num_preemptions, s.encoder_runs - before.encoder_runs, n_images,
                   hits / prompt_tokens if prompt_tokens else 0.0, s.num_steps - before.num_steps, "",
-                  sum(batches) / len(batches) if batches else 0.0, sum(utils) / len(utils) if utils else 0.0)
+                  _mean(batches), _mean(utils), total / dt, max(batches, default=0), _mean(true_utils),
+                  len(utils), tuple(batches))
+
+
+def _mean(xs: list) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
 
 
 def table(model: str, kv_bytes: int, results: list[Result]) -> str:
     base = next((r for r in results if r.allocator == "jenga" and not r.refused), results[0])
     lines = [f"model {model}, KV budget {kv_bytes / 2**20:.1f} MiB",
-             "| allocator | req/s | output tok/s | vs jenga | mean batch | mem util at saturation | preemptions "
-             "| encoder runs / images | prefix hits | steps | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| allocator | req/s | output tok/s | total tok/s | vs jenga | mean batch (max) | mem util at saturation "
+             "(allocator's count / true need) | preemptions | encoder runs / images | prefix hits | steps | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.refused:
-            lines.append(f"| {r.allocator} | refused: {r.refused} | | | | | | | | | {r.errors} |")
+            lines.append(f"| {r.allocator} | refused: {r.refused} | | | | | | | | | | {r.errors} |")
             continue
         ratio = r.req_per_s / max(base.req_per_s, 1e-9)
-        util = f"{100 * r.mem_util:.1f}%" if r.mem_util else "never bound"
-        lines.append(f"| {r.allocator} | {r.req_per_s:.2f} | {r.output_tok_per_s:.1f} | {ratio:.2f}x | "
-                     f"{r.mean_batch:.1f} | {util} | {r.preemptions} | {r.encoder_runs} / {r.images} | {100 * r.hit_rate:.1f}% | {r.steps} | "
-                     f"{r.errors} |")
+        util = f"{100 * r.mem_util:.1f}% / {100 * r.util_true:.1f}%" if r.saturated_steps else "never bound"
+        lines.append(f"| {r.allocator} | {r.req_per_s:.2f} | {r.output_tok_per_s:.1f} | {r.total_tok_per_s:.1f} | "
+                     f"{ratio:.2f}x | {r.mean_batch:.1f} ({r.max_batch}) | {util} | {r.preemptions} | "
+                     f"{r.encoder_runs} / {r.images} | {100 * r.hit_rate:.1f}% | {r.steps} | {r.errors} |")
     return "\n".join(lines)
 
 
+def bound_warning(results: list[Result], max_num_seqs: int) -> str | None:
+    """A warning when some run hit max_num_seqs or never waited for memory:
+    then the batch limit, not the allocator, set its batch."""
+    ran = [r for r in results if not r.refused]
+    parts = [f"{', '.join(names)} {what}" for names, what in (
+        ([r.allocator for r in ran if r.max_batch >= max_num_seqs], f"reached max_num_seqs={max_num_seqs}"),
+        ([r.allocator for r in ran if not r.saturated_steps], "never waited for memory")) if names]
+    return "warning: " + "; ".join(parts) + ": memory did not bound the batch, so the allocators are not " \
+        "compared" if parts else None
+
+
+def plot_batches(results: list[Result], path: str, title: str) -> None:
+    """A PNG of the running batch after each step, one line per allocator."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4))
+    styles = ("-", "--", ":", "-.")   # equal series (jenga and uniform often are) stay visible
+    for i, r in enumerate(x for x in results if not x.refused):
+        ax.plot(range(1, len(r.batch_series) + 1), r.batch_series, drawstyle="steps-post",
+                linestyle=styles[i % len(styles)], linewidth=2.2 - 0.4 * (i % 3),
+                label=f"{r.allocator}: mean {r.mean_batch:.2f}, {r.steps} steps")
+    ax.set_xlabel("engine step")
+    ax.set_ylabel("running requests")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_bytes(text: str) -> int:
+    """'6MiB', '1GiB', '500MB' or a plain number of bytes; ValueError otherwise."""
+    low = text.strip().lower()
+    for unit, mult in (("kib", 2**10), ("mib", 2**20), ("gib", 2**30), ("kb", 10**3), ("mb", 10**6),
+                       ("gb", 10**9), ("b", 1), ("", 1)):
+        if low.endswith(unit):
+            value = int(float(low[: len(low) - len(unit)]) * mult)
+            break
+    if value <= 0:
+        raise ValueError(f"kv bytes must be positive, got {text!r}")
+    return value
+
+
 def add_args(p) -> None:
-    p.add_argument("--model", required=True, help="HF folder, builtin:NAME or vlm:NAME")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, builtin:NAME or vlm:NAME (default %(default)s)")
     p.add_argument("--allocator", default=ALLOCATORS, help="comma-separated, default all")
-    p.add_argument("--kv-bytes", type=int, required=True, help="KV pool bytes, the same for every allocator")
+    p.add_argument("--kv-bytes", "--kv-cache-memory", dest="kv_bytes", type=parse_bytes, default=DEFAULT_KV_BYTES,
+                   help="KV pool bytes, the same for every allocator: a number or e.g. 6MiB (default 6 MiB)")
     for f, default in asdict(Workload()).items():
         if f != "image_size":
-            p.add_argument("--" + f.replace("_", "-"), type=int, default=default)
+            flags = ["--" + f.replace("_", "-")] + (["--num-prompts"] if f == "num_requests" else [])
+            p.add_argument(*flags, dest=f, type=int, default=CLI_WORKLOAD.get(f, default))
     p.add_argument("--image-size", default="96x160", help="HxW; heights vary down to H/2")
-    p.add_argument("--max-num-batched-tokens", type=int, default=256)
+    p.add_argument("--max-num-batched-tokens", type=int, default=512)
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--page-tokens", type=int, default=16)
     p.add_argument("--no-prefix-caching", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", "--cpu-threads", dest="threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a small shared box more threads spin against each other)")
     p.add_argument("--repeat", type=int, default=1,
                    help="time each allocator this many times, interleaved, and keep the median run")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", default=None, help="write a PNG of the running batch per step, per allocator")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-hf", action="store_true",
                    help="skip transformers' own continuous batching (generate_batch) on the same prompts")
 
 
-def run_hf(model: Path, w: Workload) -> tuple[float, int]:
+def hf_cache_config(hf_config, kv_bytes: int, max_batch_tokens: int, page_tokens: int = 16):
+    """transformers' ContinuousBatchingConfig holding `kv_bytes` of fp32 KV:
+    its num_blocks counts blocks of `page_tokens` tokens of every layer at
+    full-attention size.  Without it transformers sizes the cache from the
+    machine's memory, which on CPU means gigabytes to zero and mask."""
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+    c = hf_config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    block = c.num_hidden_layers * page_tokens * 2 * (c.num_key_value_heads or c.num_attention_heads) * head_dim * 4
+    return ContinuousBatchingConfig(num_blocks=max(1, kv_bytes // block), page_size=page_tokens,
+                                    max_batch_tokens=max_batch_tokens)
+
+
+def run_hf(model: Path, w: Workload, kv_bytes: int | None = None, max_batch_tokens: int = 512,
+           threads: int | None = None) -> tuple[float, int]:
     """transformers' continuous batching (`generate_batch`, eager attention:
-    its Gemma-2 has no SDPA path) on the same prompts; (seconds, tokens)."""
+    its Gemma-2 has no SDPA path) on the same prompts, after a one-prompt
+    warm-up; with `kv_bytes`, a paged cache of that size (hf_cache_config).
+    Returns (seconds, tokens)."""
+    import logging
+
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     hf = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, attn_implementation="eager")
     prompts = make_prompts(w, hf.config.vocab_size, None)
     cfg = GenerationConfig(max_new_tokens=w.output_len, min_new_tokens=w.output_len, do_sample=False,
                            eos_token_id=None, pad_token_id=hf.config.pad_token_id or 0)
-    t0 = time.perf_counter()
-    out = hf.generate_batch(inputs=prompts, generation_config=cfg, progress_bar=False)
-    dt = time.perf_counter() - t0
+    cb = None if kv_bytes is None else hf_cache_config(hf.config, kv_bytes, max_batch_tokens)
+    log = logging.getLogger("ContinuousBatchingLogger")
+    level = log.level
+    log.setLevel(logging.CRITICAL)   # on CPU it logs an ERROR (no psutil) on every call
+    try:
+        hf.generate_batch(inputs=prompts[:1], generation_config=cfg, continuous_batching_config=cb)
+        t0 = time.perf_counter()
+        out = hf.generate_batch(inputs=prompts, generation_config=cfg, continuous_batching_config=cb,
+                                progress_bar=False)
+        dt = time.perf_counter() - t0
+    finally:
+        log.setLevel(level)
     return dt, sum(len(o.generated_tokens) for o in out.values())
 
 
@@ -206,7 +322,9 @@ def main(args) -> int:
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     # interleaved, so load from other processes hits every allocator alike
-    runs = [[run_one(model, a, args.kv_bytes, w, **engine) for a in allocators] for _ in range(args.repeat)]
+    progress = not args.no_progress and not args.json
+    runs = [[run_one(model, a, args.kv_bytes, w, progress=progress, **engine) for a in allocators]
+             for _ in range(args.repeat)]
     results = [sorted((r[i] for r in runs), key=lambda x: (bool(x.refused), x.duration_s))[args.repeat // 2]
                for i in range(len(allocators))]
     if args.json:
@@ -214,9 +332,15 @@ def main(args) -> int:
                           "results": [asdict(r) for r in results]}, indent=1))
     else:
         print(table(args.model, args.kv_bytes, results))
+        warning = bound_warning(results, args.max_num_seqs)
+        if warning:
+            print(warning)
+    if args.plot:
+        plot_batches(results, args.plot, f"{args.model}: {w.num_requests} x ({w.prompt_len} + {w.output_len}) "
+                                         f"tokens, KV {args.kv_bytes / 2**20:.1f} MiB")
     jenga = next((r for r in results if r.allocator == "jenga" and not r.refused), None)
     if not args.no_hf and jenga and not args.model.startswith("vlm:"):
-        dt, tokens = run_hf(model, w)
-        print(f"transformers generate_batch (same model and prompts): {tokens / dt:.1f} output tok/s; "
+        dt, tokens = run_hf(model, w, args.kv_bytes, args.max_num_batched_tokens, args.threads)
+        print(f"transformers generate_batch (same model, prompts and KV bytes): {tokens / dt:.1f} output tok/s; "
               f"Jenga {jenga.output_tok_per_s:.1f} = {jenga.output_tok_per_s / (tokens / dt):.2f}x")
     return 0
