@@ -226,7 +226,12 @@ class DecoderLM(nn.Module):
         """Logits [len(rows), vocab] (all T rows when rows is None) for the
         step's tokens input_ids [T] at positions [T]; writes their K/V into
         the pool.  Raises ValueError when a layer's metadata is missing."""
-        h = self.model.embed_tokens(input_ids)
+        return self.decode(self.model.embed_tokens(input_ids), positions, attn_metadata, kv_pool, rows)
+
+    def decode(self, h: torch.Tensor, positions: torch.Tensor, attn_metadata: AttnMetadata,
+               kv_pool: KVPool, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder from input embeddings h [T, hidden] on: embedding
+        scale, layers, final norm, lm head (and soft-cap); as forward."""
         if self.arch.embed_scale != 1.0:
             # HF casts the scale to the weight dtype first (sqrt(3072) -> 55.5 in bf16)
             h = h * torch.tensor(self.arch.embed_scale, dtype=h.dtype)

@@ -179,15 +179,4 @@ class LlavaForConditionalGeneration(DecoderLM):
         h = self.model.embed_tokens(input_ids)
         if image_embeds is not None:
             h = h.index_copy(0, image_embeds.rows, image_embeds.values.to(h.dtype))
-        if self.arch.embed_scale != 1.0:
-            h = h * torch.tensor(self.arch.embed_scale, dtype=h.dtype)
-        cos_sin = [r.cos_sin(positions, h.dtype) for r in self._ropes]
-        for i, layer in enumerate(self.model.layers):
-            h = layer(h, cos_sin[self._rope_of[i]], attn_metadata.for_layer(i), kv_pool.kv_view(i),
-                      attn_metadata.backend)
-        if rows is not None:
-            h = h[rows]
-        logits = self.lm_head(self.model.norm(h))
-        if self.arch.final_softcap:
-            logits = torch.tanh(logits / self.arch.final_softcap) * self.arch.final_softcap
-        return logits
+        return self.decode(h, positions, attn_metadata, kv_pool, rows)
