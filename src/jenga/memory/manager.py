@@ -84,12 +84,27 @@ class MemoryManager:
             r.pending[p.gid] = []
             for page in r.scratch.pop(p.gid, {}).values():
                 self.pool.release(p.gid, page, self._stamp_prio(0))
+            self._touch_prompt_end(p, r, table)
             r.cached_upto[p.gid] = r.released_upto[p.gid] = 0
         r.tables = [p.init_table(r) for p in self.policies]
         r.hit_src.clear()
         r.num_computed = r.alloc_end = r.branch = 0
         self._refresh(r)
         self.pool.drop_owner(req_id)
+
+    def _touch_prompt_end(self, p, r: ReqMem, table: list[int]) -> None:
+        """Pages a hit at the prompt's end needs, released earlier because
+        they left the group's scope, count as used until now: otherwise they
+        are evicted before the rest of the prompt and that hit (the likely
+        one: a shared document, a few-shot prefix) dies in one group while
+        every other group still holds it."""
+        if not self.caching:
+            return
+        for i in p.prompt_end_pages(r):
+            if i < len(table) and table[i] == NO_PAGE:
+                page = self.pool.lookup(p.gid, r.key_at((i + 1) * p.P))
+                if page is not None:
+                    self.pool.touch(p.gid, page, self._stamp(p, r, i))
 
     def remove(self, req_id: str) -> None:
         """Release the request's pages and forget it."""

@@ -226,6 +226,18 @@ class PagePool:
         heapq.heappush(self.cached_heap[gid], (stamp, page, self.small_version[gid][page]))
         self._maybe_fully_evictable(lp)
 
+    def touch(self, gid: int, page: int, stamp: Stamp) -> bool:
+        """Re-stamp an evictable page as used at `stamp` (a later access
+        than its release); returns False, changing nothing, when the page
+        is not evictable."""
+        if not self.is_evictable(gid, page):
+            return False
+        self.stamp[gid][page] = stamp
+        self.small_version[gid][page] += 1
+        heapq.heappush(self.cached_heap[gid], (stamp, page, self.small_version[gid][page]))
+        self._maybe_fully_evictable(self.large_of(gid, page))
+        return True
+
     def set_key(self, gid: int, page: int, key: Hashable) -> bool:
         """Record that used `page` holds content `key`.  An evictable older
         copy of the same content is dropped in favour of this newer one (it

@@ -35,6 +35,10 @@ class Policy:
     kinds: tuple[str, ...] = ()
     recurrent = False   # holds one running state, checkpointed for caching
     image_keyed = False  # holds per-image encoder state, allocated at a known size
+    # weight of the kind in the paper artifact's static partition: a group's
+    # share of memory is its per-token bytes x this (kinds whose need is
+    # bounded per request get half)
+    static_weight = 1.0
 
     def __init__(self, group: Group, base_tokens: int, rules: AllocatorRules, mamba_interval: int) -> None:
         self.group = group
@@ -71,6 +75,11 @@ class Policy:
 
     def take_hit(self, r: ReqMem, length: int, pool: PagePool, log: ActionLog) -> None:
         raise NotImplementedError
+
+    def prompt_end_pages(self, r: ReqMem) -> range:
+        """Table indices a prefix hit at the end of the prompt would use
+        (touched when the request releases its pages); none by default."""
+        return range(0)
 
     def priority(self, r: ReqMem, index: int) -> int:
         return 0

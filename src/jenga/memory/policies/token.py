@@ -62,7 +62,9 @@ class FullPolicy(Policy):
         return min(cache_at, self.release_at(r.released_upto[self.gid] + 1))
 
     def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
-        hi = min(self.first_needed(next_pos) // self.P, len(r.tables[self.gid]))
+        # scope of the last page-aligned position, not of next_pos: a prefix
+        # hit there (the prompt's end, rounded down) needs up to one page more
+        hi = min(self.first_needed(next_pos // self.P * self.P) // self.P, len(r.tables[self.gid]))
         lo = r.released_upto[self.gid]
         r.released_upto[self.gid] = max(lo, hi)
         return (i for i in range(lo, hi) if r.tables[self.gid][i] != NO_PAGE)
@@ -112,6 +114,10 @@ class FullPolicy(Policy):
         r.cached_upto[self.gid] = length // self.P
         r.released_upto[self.gid] = lo
 
+    def prompt_end_pages(self, r: ReqMem) -> range:
+        end = r.prompt_len // self.P * self.P
+        return range(self.first_needed(end) // self.P, end // self.P)
+
     def priority(self, r: ReqMem, index: int) -> int:
         return -(index + 1) * self.P
 
@@ -145,12 +151,13 @@ class FullPolicy(Policy):
 
 class SlidingPolicy(FullPolicy):
     kinds = ("sliding",)
+    static_weight = 0.5
 
     def first_needed(self, next_pos: int) -> int:
         return max(0, next_pos - self.group.spec.window + 1)
 
     def release_at(self, k: int) -> float:
-        return k * self.P + self.group.spec.window - 1
+        return _ceil_div(k * self.P + self.group.spec.window - 1, self.P) * self.P
 
     def max_scope(self) -> float:
         return self.group.spec.window - 1
@@ -164,13 +171,14 @@ class SlidingPolicy(FullPolicy):
 
 class ChunkedPolicy(FullPolicy):
     kinds = ("chunked",)
+    static_weight = 0.5
 
     def first_needed(self, next_pos: int) -> int:
         return next_pos // self.group.spec.chunk * self.group.spec.chunk
 
     def release_at(self, k: int) -> float:
         c = self.group.spec.chunk
-        return _ceil_div(k * self.P, c) * c
+        return _ceil_div(_ceil_div(k * self.P, c) * c, self.P) * self.P
 
     def max_scope(self) -> float:
         return self.group.spec.chunk - 1

@@ -1,0 +1,72 @@
+"""A prefix hit at the end of a prompt (a shared document, a few-shot
+prefix) must survive in every group as long as the full-attention pages of
+that prompt do: sliding pages keep the scope of the last page-aligned
+position, and the pages a prompt-end hit needs count as used until the
+request releases its pages."""
+
+from __future__ import annotations
+
+from helpers import FULL, SLIDE8, tiny_plan
+from jenga.memory.manager import MemoryManager
+
+NO = -1
+
+
+def _prefill(m, rid, tokens):
+    m.add(rid, tokens, len(tokens))
+    hit = m.lookup(rid)
+    assert m.allocate(rid, hit.num_tokens, len(tokens), hit_tokens=hit.num_tokens) is not None
+    m.commit(rid, len(tokens))
+    m.check_invariants()
+    m.tick()
+    return hit
+
+
+def test_sliding_keeps_the_page_a_hit_at_the_aligned_prompt_end_needs():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (SLIDE8, 1, 4)], 14))
+    doc = list(range(23))
+    _prefill(m, "a", doc)
+    # the next token (23) needs 16..22 only, but a hit at 20 (the prompt end
+    # rounded down to a page) needs 13..19: sliding page 3 (12..15) stays
+    assert m.page_tables("a")[1][:4] == (NO, NO, NO, m.page_tables("a")[1][3])
+    assert m.page_tables("a")[1][3] != NO
+    hit = _prefill(m, "b", doc[:20] + [77, 78])
+    assert hit.num_tokens == 20 and hit.per_group == (20, 20)
+    m.check_invariants()
+
+
+def test_released_prompt_end_window_is_stamped_with_the_prompt_at_release():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (SLIDE8, 1, 4)], 14))
+    tokens = list(range(20))
+    _prefill(m, "a", tokens)
+    sliding = m.page_tables("a")[1]
+    assert sliding[:3] == (NO, NO, NO) and NO not in sliding[3:5]
+    window = sliding[3:5]                         # pages 3, 4: a hit at 20 needs 13..19
+    full = m.page_tables("a")[0]
+    for n in range(20, 28):                       # decode 8 tokens: the window slides past 20
+        tokens.append(100 + n)
+        assert m.allocate("a", n, n + 1) is not None
+        m.commit("a", n + 1)
+        m.check_invariants()
+        m.tick()
+    assert m.page_tables("a")[1][3:5] == (NO, NO)
+    decode_stamps = [m.pool.stamp[1][p] for p in window]
+    m.remove("a")
+    m.check_invariants()
+    # the prompt-end window now carries the same stamps as the same tokens
+    # of the full-attention group: aligned eviction treats them as one
+    assert [m.pool.stamp[1][p] for p in window] == [m.pool.stamp[0][full[i]] for i in (3, 4)]
+    assert [m.pool.stamp[1][p] for p in window] != decode_stamps
+    hit = _prefill(m, "b", list(range(20)) + [5])
+    assert hit.num_tokens == 20 and hit.per_group == (20, 20)
+
+
+def test_touch_restamps_only_evictable_pages():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4)], 4))
+    _prefill(m, "a", list(range(8)))
+    page = m.page_tables("a")[0][0]
+    assert not m.pool.touch(0, page, (99, 0))     # in use: nothing changes
+    m.remove("a")
+    before = m.pool.stamp[0][page]
+    assert m.pool.touch(0, page, (99, 0)) and m.pool.stamp[0][page] == (99, 0) != before
+    m.check_invariants()
