@@ -70,3 +70,18 @@ def test_touch_restamps_only_evictable_pages():
     before = m.pool.stamp[0][page]
     assert m.pool.touch(0, page, (99, 0)) and m.pool.stamp[0][page] == (99, 0) != before
     m.check_invariants()
+
+
+def test_a_request_holds_the_window_of_the_prefix_it_hit_until_it_ends():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (SLIDE8, 1, 4)], 14))
+    _prefill(m, "a", list(range(20)))
+    m.remove("a")
+    hit = _prefill(m, "b", list(range(20)) + list(range(50, 62)))    # 32 tokens: the window moved on
+    assert hit.num_tokens == 20
+    sliding = m.page_tables("b")[1]
+    # pages 3, 4 (the window before 20) are shared with the next hitter and
+    # stay; page 5 (20..23) left scope like any other
+    assert sliding[3] != NO and sliding[4] != NO and sliding[5] == NO
+    m.remove("b")
+    m.check_invariants()
+    assert _prefill(m, "c", list(range(20)) + [9]).per_group == (20, 20)

@@ -88,7 +88,7 @@ class MemoryManager:
             r.cached_upto[p.gid] = r.released_upto[p.gid] = 0
         r.tables = [p.init_table(r) for p in self.policies]
         r.hit_src.clear()
-        r.num_computed = r.alloc_end = r.branch = 0
+        r.num_computed = r.alloc_end = r.branch = r.hit_len = 0
         self._refresh(r)
         self.pool.drop_owner(req_id)
 
@@ -174,6 +174,8 @@ class MemoryManager:
                 return None
         if self.plan.vision_outside_pool:
             log.encoder_runs.update(k for k, img in enumerate(r.images) if img.position < end and img.end > start)
+        if hit_tokens:
+            r.hit_len = hit_tokens
         r.alloc_end = end
         self._refresh(r)
         return log.freeze()

@@ -60,6 +60,8 @@ class ReqMem:
         this eviction time so an image is evicted whole).
     branch: a position where a recurrent-state checkpoint should be saved
         because other groups already hit that far (Marconi-style).
+    hit_len: the prefix hit this request started from; the pages a hit
+        there needs stay held while the request runs (others share them).
     """
 
     req_id: str
@@ -74,6 +76,7 @@ class ReqMem:
     num_computed: int = 0
     alloc_end: int = 0
     branch: int = 0
+    hit_len: int = 0
     hit_src: dict[int, int] = field(default_factory=dict)
     spec: int = 0
     lookahead: int = 0

@@ -22,6 +22,9 @@ class SchedulerConfig:
         can be admitted, else decodes only.
     num_speculative_tokens: draft tokens verified per decode step (0: off);
         the runner's draft model proposes them (StepResult.draft_tokens).
+    shared_prefill_wait: with prefix caching, a waiting request whose first
+        this-many prompt tokens equal those of a request still prefilling
+        waits until that prefill is done, then hits its pages (0: off).
     """
 
     max_num_batched_tokens: int = 2048
@@ -32,11 +35,14 @@ class SchedulerConfig:
     max_waiting: int = 100_000
     num_speculative_tokens: int = 0
     mixed_batches: bool = True
+    shared_prefill_wait: int = 32
 
     def __post_init__(self) -> None:
         for name in ("max_num_batched_tokens", "max_num_seqs", "mamba_checkpoint_interval", "max_waiting"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.shared_prefill_wait, int) or self.shared_prefill_wait < 0:
+            raise ValueError(f"shared_prefill_wait must be an integer >= 0, got {self.shared_prefill_wait!r}")
         if not isinstance(self.num_speculative_tokens, int) or not 0 <= self.num_speculative_tokens <= 16:
             raise ValueError(f"num_speculative_tokens must be in [0, 16], got {self.num_speculative_tokens!r}")

@@ -67,7 +67,10 @@ class FullPolicy(Policy):
         hi = min(self.first_needed(next_pos // self.P * self.P) // self.P, len(r.tables[self.gid]))
         lo = r.released_upto[self.gid]
         r.released_upto[self.gid] = max(lo, hi)
-        return (i for i in range(lo, hi) if r.tables[self.gid][i] != NO_PAGE)
+        # the window of the prefix this request hit is shared with whoever
+        # hits it next: it stays until the request ends (touched by its use)
+        keep = range(self.first_needed(r.hit_len) // self.P, r.hit_len // self.P)
+        return (i for i in range(lo, hi) if r.tables[self.gid][i] != NO_PAGE and i not in keep)
 
     def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
         if self.group.holds_encoder_tokens:

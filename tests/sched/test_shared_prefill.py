@@ -1,0 +1,57 @@
+"""A request whose prompt opens like one still prefilling waits for that
+prefill and then hits its pages instead of computing them twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import FULL, tiny_plan
+from jenga.memory.manager import MemoryManager
+from jenga.sched.config import SchedulerConfig
+from jenga.sched.params import SamplingParams
+from jenga.sched.request import Request
+from jenga.sched.scheduler import Scheduler
+from jenga.sched.step import StepResult
+
+SHARED = list(range(100, 112))
+
+
+def make(**cfg):
+    m = MemoryManager(tiny_plan([(FULL, 1, 4)], 32))
+    return Scheduler(SchedulerConfig(max_num_batched_tokens=64, **cfg), m, max_model_len=64)
+
+
+def req(rid, tail):
+    return Request(rid, SHARED + tail, SamplingParams(max_tokens=2, ignore_eos=True))
+
+
+def step(s):
+    plan = s.schedule()
+    s.update(plan, StepResult({q.req_id: (7,) for q in plan.seqs if q.sample}))
+    s.manager.check_invariants()
+    return [(q.req_id, q.start, q.num_tokens) for q in plan.seqs]
+
+
+def test_second_request_waits_one_step_then_hits_the_shared_pages():
+    s = make(shared_prefill_wait=8)
+    s.add_request(req("a", [1, 2, 3]))
+    s.add_request(req("b", [4, 5]))
+    s.add_request(Request("c", list(range(500, 510)), SamplingParams(max_tokens=2, ignore_eos=True)))
+    # b opens like a, which is prefilling: c goes ahead, b keeps its place
+    assert step(s) == [("a", 0, 15), ("c", 0, 10)]
+    assert [r.req_id for r in s.waiting] == ["b"]
+    assert step(s) == [("a", 15, 1), ("c", 10, 1), ("b", 12, 2)]    # b hit the 12 shared tokens
+    assert s.stats.hit_tokens == 12
+
+
+def test_without_the_wait_both_compute_the_shared_tokens():
+    s = make(shared_prefill_wait=0)
+    s.add_request(req("a", [1, 2, 3]))
+    s.add_request(req("b", [4, 5]))
+    assert step(s) == [("a", 0, 15), ("b", 0, 14)]
+    assert s.stats.hit_tokens == 0
+
+
+def test_shared_prefill_wait_is_validated():
+    with pytest.raises(ValueError, match="shared_prefill_wait"):
+        SchedulerConfig(shared_prefill_wait=-1)
