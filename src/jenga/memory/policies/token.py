@@ -62,9 +62,11 @@ class FullPolicy(Policy):
         return min(cache_at, self.release_at(r.released_upto[self.gid] + 1))
 
     def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
-        # scope of the last page-aligned position, not of next_pos: a prefix
-        # hit there (the prompt's end, rounded down) needs up to one page more
-        hi = min(self.first_needed(next_pos // self.P * self.P) // self.P, len(r.tables[self.gid]))
+        # within the prompt, the scope of the last page-aligned position: a
+        # prefix hit there (the prompt's end, rounded down) needs up to one
+        # page more than the next token does
+        pos = next_pos // self.P * self.P if next_pos <= r.prompt_len else next_pos
+        hi = min(self.first_needed(pos) // self.P, len(r.tables[self.gid]))
         lo = r.released_upto[self.gid]
         r.released_upto[self.gid] = max(lo, hi)
         # the window of the prefix this request hit is shared with whoever
@@ -160,7 +162,7 @@ class SlidingPolicy(FullPolicy):
         return max(0, next_pos - self.group.spec.window + 1)
 
     def release_at(self, k: int) -> float:
-        return _ceil_div(k * self.P + self.group.spec.window - 1, self.P) * self.P
+        return k * self.P + self.group.spec.window - 1
 
     def max_scope(self) -> float:
         return self.group.spec.window - 1
@@ -181,7 +183,7 @@ class ChunkedPolicy(FullPolicy):
 
     def release_at(self, k: int) -> float:
         c = self.group.spec.chunk
-        return _ceil_div(_ceil_div(k * self.P, c) * c, self.P) * self.P
+        return _ceil_div(k * self.P, c) * c
 
     def max_scope(self) -> float:
         return self.group.spec.chunk - 1
