@@ -232,3 +232,15 @@ def test_random_specs_always_give_a_valid_plan(specs, ratio, base, allocator):
 
 def _elem(spec):
     return max(dtype_bytes(spec.dtype), dtype_bytes(spec.state_dtype) if spec.state_dtype else 0)
+
+
+def test_artifact_static_share_weights_one_vllm_page_per_group_by_kind():
+    from helpers import FULL, MAMBA, SLIDE8, tiny_plan
+    from jenga.memory.planner import artifact_static_share
+
+    plan = tiny_plan([(FULL, 2, 4), (SLIDE8, 3, 4), (MAMBA, 2, 1)], 8)
+    # 16 tokens x 8 bytes x layers for attention (sliding halved); one 32-byte state x layers, halved
+    assert artifact_static_share(plan.groups) == [256.0, 192.0, 32.0]
+    assert artifact_static_share(plan.groups, block_tokens=1) == [16.0, 12.0, 32.0]
+    with pytest.raises(ValueError, match="block_tokens"):
+        artifact_static_share(plan.groups, block_tokens=0)

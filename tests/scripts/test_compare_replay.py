@@ -136,10 +136,11 @@ def test_jenga_side_hits_a_shared_document_prefix():
     assert (res.steps, res.busy_steps, res.hit_tokens, res.prompt_tokens) == (6, 3, 32, 70)
     assert res.computed_tokens == 35 + 1 + 3
     # Pages are 64 B (4 tokens x 8 B x 2 layers).  Step 0: a's prefill holds 9
-    # pages per group; its commit releases sliding pages 0..6 (outside the
-    # 8-token window of token 35).  Step 1: 9 full + 2 sliding.  Step 5: b
-    # holds 8 hit + 1 new full pages and sliding pages 6, 7 (hit) + 8 (new).
+    # pages per group; its commit releases sliding pages 0..5 and keeps page 6,
+    # which a hit at 32 (the prompt end, page-aligned) needs.  Step 1: 9 full +
+    # sliding 6, 7, 8 (its commit at 36 releases page 6).  Step 5: b holds 8
+    # hit + 1 new full pages and sliding pages 6, 7 (hit) + 8 (new).
     assert res.peak_used == 18 * 64
-    assert res.sum_used == (18 + 11 + 12) * 64
+    assert res.sum_used == (18 + 12 + 12) * 64
     side.mm.check_invariants()
     assert side.mm.reqs == {}

@@ -151,3 +151,16 @@ def test_q_dim_falls_back_to_kv_width_without_hidden_size():
 def test_cost_params_validation_names_field(field, value):
     with pytest.raises(ValueError, match=field):
         CostParams(**{field: value})
+
+
+def test_graph_decode_drops_layer_launches_on_decode_only_steps():
+    eager = CostParams(step_overhead_s=0.002, seq_overhead_s=0.0, layer_overhead_s=0.001)
+    graphs = CostParams(step_overhead_s=0.002, seq_overhead_s=0.0, layer_overhead_s=0.001, graph_decode=True)
+    prefill = StepPlan(1, (seq("p", 0, 8),))
+    e, g = CostModel(SHAPE, PLAN, GPU, eager), CostModel(SHAPE, PLAN, GPU, graphs)
+    assert e.step(decode_step(3, 100)).overhead_s == pytest.approx(0.002 + 4 * 0.001)
+    assert g.step(decode_step(3, 100)).overhead_s == pytest.approx(0.002)
+    assert g.step(prefill).overhead_s == e.step(prefill).overhead_s == pytest.approx(0.006)
+    assert CostParams.vllm_v0(eager=False) == CostParams.vllm_v0_eager().__class__(
+        **{**CostParams.vllm_v0_eager().__dict__, "graph_decode": True})
+    assert CostParams.vllm_v0() == CostParams.vllm_v0_eager()

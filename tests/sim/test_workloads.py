@@ -133,3 +133,15 @@ def test_make_workload_by_name():
         make_workload("nope", 3)
     with pytest.raises(ValueError, match="num_requests"):
         sharegpt(0)
+
+
+def test_arxiv_packed_articles_fill_documents_up_to_max_doc():
+    reqs = arxiv_qa(400, seed=0, questions_per_doc=4, article_median=1000, doc_sigma=0.5, max_doc=8000)
+    docs = np.array(sorted({(r.segments[0].name, r.segments[0].length) for r in reqs}))[:, 1].astype(int)
+    assert len(docs) == 100 and docs.max() <= 8000
+    # the next article did not fit: the gap to max_doc is about one article
+    assert 6500 < docs.mean() < 7800 and np.median(docs) > 7000 and docs.min() > 2000
+    one = arxiv_qa(4, seed=0, article_median=50000, max_doc=8000)
+    assert one[0].segments[0].length == 8000          # a lone article longer than max_doc is cut
+    with pytest.raises(ValueError, match="article_median"):
+        arxiv_qa(4, article_median=0)

@@ -1,134 +1,159 @@
 """`jenga bench paper`: the paper's throughput table, simulated.
 
-Each row runs one of the paper's models on its workload with the artifact's
-settings (all requests at once, fixed output lengths, `ignore_eos`) through
-the real scheduler and memory manager under every allocator, on a simulated
-H100, side by side.  By default the engine around the manager behaves as
-the vLLM v0.6.3 the paper measured: no prefix caching, whole-prompt
-prefills in prefill-only steps, eager execution (`CostParams.vllm_v0_eager`).
-`--modern` runs a vLLM-v1-style engine instead (chunked prefill mixed with
-decodes, CUDA-graph launch costs), to show how the gains move.  Results and
-plots go to `--out`.
+Each row is one run of the paper artifact's `figure14.md` (github.com/
+heheda12345/Jenga-SOSP25-AE), rebuilt from its commands: the same model
+shape, request count, output length, dataset recipe, engine (vLLM v0 fork or
+v1 fork) and engine flags (`--enforce-eager`, `--enable-chunked-prefill`,
+`--enable-prefix-caching`, `--max-model-len`, `--max-num-seqs`,
+`--gpu-memory-utilization`, TP).  Requests run through the real scheduler and
+memory manager under every allocator on a simulated H100, side by side;
+only the allocator changes.  `static` splits the pool as the artifact's
+`--static-partition-allocator` does (`planner.artifact_static_share`).
+`--engine v0|v1` runs every row on one engine instead, to show how the
+gains move with the engine around the manager.  Results and plots go to
+`--out`.  What could not be rebuilt is listed in docs/results/paper-sim.md.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ALLOCATORS = ["jenga", "max-page", "static", "uniform"]
+ENGINES = ("v0-eager", "v0", "v1")
+
+# The artifact's arXiv prompts: consecutive arXiv articles concatenated up to
+# --hf-max-len, four questions per document, shuffled (benchmark_serving.py,
+# generate_arxiv_requests); article lengths are our estimate.
+ARXIV = {"questions_per_doc": 4, "article_median": 12000, "doc_sigma": 0.6, "output_len": 150,
+         "question_tokens": (8, 12)}
+# Llama-3.1-405B-evals MMLU-Pro details: a 5-shot chain-of-thought prompt per
+# subject (14 subjects) followed by the question; outputs are the 405B model's
+# recorded answers.  Lengths are our estimate of that dataset.
+MMLU = {"shared_prefix_len": 1500, "num_prefixes": 14, "prompt_len": (1600, 2000), "output_len": (100, 400)}
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One row of the paper's table; `paper` holds its measured req/s."""
+    """One row of the paper's table as the artifact ran it; `paper` holds
+    the measured req/s per allocator (None: the paper reports OOM)."""
 
     name: str
     model: str
     workload: str
     num_requests: int
     workload_args: dict = field(default_factory=dict)
+    engine: str = "v0-eager"
     tp: int = 1
     max_num_seqs: int = 256
+    prefix_caching: bool = False
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    weight_bytes_scale: float = 1.0
     paper: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
 
 
 EXPERIMENTS = (
     Experiment("mllama", "llama-3.2-11b-vision", "mmmu_pro", 200, {"output_len": 200}, max_num_seqs=52,
                paper={"max-page": 1.75, "static": 1.60, "jenga": 2.67, "vllm": 1.56}),
-    Experiment("gemma-3", "gemma-3-12b", "arxiv_qa", 40, {"questions_per_doc": 1, "max_doc": 90000,
-                                                          "output_len": 150},
+    Experiment("gemma-3", "gemma-3-12b", "arxiv_qa", 40, {**ARXIV, "max_doc": 90000 - 150}, engine="v1",
+               max_num_seqs=1024, prefix_caching=True,
                paper={"max-page": 0.19, "static": 0.20, "jenga": 0.25, "vllm": 0.18}),
-    Experiment("ministral", "ministral-8b", "arxiv_qa", 32, {"questions_per_doc": 1, "max_doc": 80000,
-                                                             "output_len": 150},
+    Experiment("ministral", "ministral-8b", "arxiv_qa", 32, {**ARXIV, "max_doc": 80000 - 150}, engine="v0",
+               prefix_caching=True,
                paper={"max-page": 0.198, "static": None, "jenga": 0.304, "vllm": 0.202}),
-    Experiment("jamba", "jamba-1.5-mini", "mmlu_pro", 1000, {"output_len": 20}, tp=4,
+    Experiment("jamba", "jamba-1.5-mini", "mmlu_pro", 1000, {**MMLU, "output_len": 20}, tp=4,
+               max_num_seqs=1024, max_model_len=8192,
                paper={"max-page": 9.52, "static": 7.47, "jenga": 10.38, "vllm": 7.47}),
-    Experiment("character-ai", "character-ai-70b", "arxiv_qa", 64, {"questions_per_doc": 1, "max_doc": 60000,
-                                                                    "output_len": 150}, tp=4,
+    Experiment("character-ai", "character-ai-70b", "mmlu_pro", 50, MMLU, engine="v0", prefix_caching=True,
+               max_model_len=65536, gpu_memory_utilization=0.937, weight_bytes_scale=0.5,
                paper={"max-page": 1.30, "static": 1.73, "jenga": 1.95, "vllm": 1.20}),
-    Experiment("pyramidkv", "pyramidkv-70b", "arxiv_qa", 64, {"questions_per_doc": 1, "max_doc": 60000,
-                                                              "output_len": 150}, tp=4,
+    Experiment("pyramidkv", "pyramidkv-70b", "mmlu_pro", 100, MMLU, tp=4, max_model_len=2048,
                paper={"max-page": 0.21, "static": 0.14, "jenga": 0.21, "vllm": 0.14}),
-    Experiment("llama-70b", "llama-3.1-70b", "sharegpt", 1000, {}, tp=4,
-               paper={"max-page": 9.24, "static": 9.23, "jenga": 9.21, "vllm": 9.23}),
+    Experiment("llama-70b", "llama-3.1-70b", "mmlu_pro", 200, MMLU, engine="v1", tp=4, max_num_seqs=1024,
+               prefix_caching=True, paper={"max-page": 9.24, "static": 9.23, "jenga": 9.21, "vllm": 9.23}),
 )
 
 
-def run(exp: Experiment, modern: bool = False, allocators: list[str] = ALLOCATORS,
-        kv_fraction: float = 1.0) -> dict:
-    """Simulate one experiment under each allocator; returns a row dict.
-    kv_fraction < 1 shrinks the KV pool so that memory binds everywhere
-    (to measure utilisation at saturation)."""
-    from ..memory.shapes.presets import get_preset
+def engine_settings(exp: Experiment, shape, engine: str | None = None):
+    """(SchedulerConfig, CostParams) of the engine the row ran on.  v0: the
+    artifact disables chunked prefill (or the model cannot chunk), so every
+    prompt prefills whole in a prefill-only step; eager or with decode CUDA
+    graphs.  v1: chunked prefill of 8,192 tokens mixed with decodes (its H100
+    server default), CUDA graphs."""
     from ..sched.config import SchedulerConfig
     from ..sim.cost import CostParams
+
+    engine = engine or exp.engine
+    if engine == "v1":
+        return (SchedulerConfig(max_num_seqs=exp.max_num_seqs, max_num_batched_tokens=8192,
+                                enable_prefix_caching=exp.prefix_caching), CostParams())
+    config = SchedulerConfig(max_num_seqs=exp.max_num_seqs, enable_prefix_caching=exp.prefix_caching,
+                             enable_chunked_prefill=False, mixed_batches=False,
+                             max_num_batched_tokens=max(shape.max_context, 2048))
+    return config, CostParams.vllm_v0(eager=engine == "v0-eager")
+
+
+def row_shape(exp: Experiment):
+    """The preset as the row served it: --max-model-len, fp8 weights."""
+    from ..memory.shapes.presets import get_preset
+
+    shape = get_preset(exp.model)
+    return replace(shape, max_context=exp.max_model_len or shape.max_context,
+                   weights_bytes=int(shape.weights_bytes * exp.weight_bytes_scale))
+
+
+def run(exp: Experiment, engine: str | None = None, allocators: list[str] = ALLOCATORS,
+        num_requests: int | None = None) -> dict:
+    """Simulate one experiment under each allocator; returns a row dict."""
+    from ..memory.planner import artifact_static_share, build_plan
     from ..sim.gpus import get_gpu
-    from ..sim.simulate import compare
+    from ..sim.simulate import compare, default_kv_budget
     from ..sim.workloads import make_workload
 
-    reqs = make_workload(exp.workload, exp.num_requests, **exp.workload_args)
-    shape = get_preset(exp.model)
-    if modern:   # a vLLM-v1-style engine: chunked prefill mixed with decodes, CUDA graphs
-        config = SchedulerConfig(max_num_seqs=exp.max_num_seqs, enable_prefix_caching=False)
-        params = CostParams()
-    else:        # vLLM v0.6.3 as the artifact ran it, eager
-        config = v0_scheduler_config(shape, exp.max_num_seqs)
-        params = CostParams.vllm_v0_eager()
-    from ..sim.simulate import default_kv_budget
-
-    budget = int(default_kv_budget(shape, get_gpu("H100"), exp.tp) * kv_fraction)
-    comp = compare(shape, reqs, get_gpu("H100"), allocators, sched_config=config, tp=exp.tp,
-                   cost_params=params, kv_budget_bytes=budget)
-    return {"experiment": exp, "comparison": comp}
-
-
-def v0_scheduler_config(shape, max_num_seqs: int):
-    """vLLM v0.6.3's defaults: prefix caching off; chunked prefill (512-token
-    steps, decodes first) for long-context (> 32K) decoder-only models;
-    whole-prompt, prefill-only steps for models v0 could not chunk
-    (encoder-decoder cross attention, Mamba)."""
-    from ..memory.policies import policy_for
-    from ..sched.config import SchedulerConfig
-
-    unchunkable = any(policy_for(s.kind).recurrent or (policy_for(s.kind).image_keyed and s.num_kv_heads)
-                      for s in shape.layers)
-    if shape.max_context > 32768 and not unchunkable:
-        return SchedulerConfig(max_num_seqs=max_num_seqs, enable_prefix_caching=False,
-                               max_num_batched_tokens=512)
-    return SchedulerConfig(max_num_seqs=max_num_seqs, enable_prefix_caching=False, enable_chunked_prefill=False,
-                           mixed_batches=False, max_num_batched_tokens=max(shape.max_context, 2048))
+    shape = row_shape(exp)
+    reqs = make_workload(exp.workload, num_requests or exp.num_requests, **exp.workload_args)
+    config, params = engine_settings(exp, shape, engine)
+    gpu = get_gpu("H100")
+    budget = default_kv_budget(shape, gpu, exp.tp, exp.gpu_memory_utilization)
+    share = artifact_static_share(build_plan(shape, budget, allocator="jenga").groups)
+    comp = compare(shape, reqs, gpu, allocators, sched_config=config, tp=exp.tp, cost_params=params,
+                   kv_budget_bytes=budget, static_share=share)
+    return {"experiment": exp, "comparison": comp, "engine": engine or exp.engine}
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["| row | allocator | req/s | decode batch | mem util | preempt | Jenga / this | paper Jenga / this |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | engine | allocator | req/s | decode batch | mem util | hit rate | preempt "
+             "| Jenga / this | paper Jenga / this |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         exp, comp = row["experiment"], row["comparison"]
         paper = exp.paper
         for r in comp.reports:
             p = paper.get(r.allocator)
             ref = f"{paper['jenga'] / p:.2f}" if p else ("OOM" if r.allocator in paper else "-")
-            lines.append(f"| {exp.name} ({exp.model}, {exp.workload}, tp{exp.tp}) | {r.allocator} | "
-                         f"{r.throughput_rps:.3f} | {r.mean_decode_batch:.1f} | {100 * r.mem_util:.1f}%"
-                         f"{'' if r.saturated else '*'} | {r.preemptions} | {comp.speedups[r.allocator]:.2f} | {ref} |")
+            lines.append(f"| {exp.name} ({exp.model}, {exp.workload} x{exp.num_requests}, tp{exp.tp}) "
+                         f"| {row['engine']} | {r.allocator} | {r.throughput_rps:.3f} | {r.mean_decode_batch:.1f} "
+                         f"| {100 * r.mem_util:.1f}%{'' if r.saturated else '*'} | {100 * r.prefix_hit_rate:.1f}% "
+                         f"| {r.preemptions} | {comp.speedups[r.allocator]:.2f} | {ref} |")
     return "\n".join(lines)
 
 
 def add_args(p) -> None:
     p.add_argument("--only", default="", help="comma-separated row names (default: all)")
-    p.add_argument("--modern", action="store_true", help="default cost model instead of vLLM v0 eager")
+    p.add_argument("--engine", default="", choices=("",) + ENGINES,
+                   help="run every row on this engine (default: each row's own, as the artifact ran it)")
     p.add_argument("--out", default="", help="folder for the markdown table, JSON and plots")
-    p.add_argument("--kv-fraction", type=float, default=1.0,
-                   help="scale every row's KV budget (e.g. 0.1 so memory binds for all allocators)")
 
 
 def main(args) -> int:
     from ..sim.report import plot_reports
 
-    if not 0 < args.kv_fraction <= 1:
-        raise ValueError(f"--kv-fraction must be in (0, 1], got {args.kv_fraction}")
     wanted = {x for x in args.only.split(",") if x}
     unknown = wanted - {e.name for e in EXPERIMENTS}
     if unknown:
@@ -137,19 +162,19 @@ def main(args) -> int:
     for exp in EXPERIMENTS:
         if wanted and exp.name not in wanted:
             continue
-        rows.append(run(exp, args.modern, kv_fraction=args.kv_fraction))
+        rows.append(run(exp, args.engine or None))
         print(render(rows[-1:]).split("\n", 2)[2], flush=True)
     table = render(rows)
     print(table)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        tag = ("modern" if args.modern else "v0") + ("" if args.kv_fraction == 1.0 else f"-kv{args.kv_fraction:g}")
+        tag = args.engine or "artifact"
         for row in rows:
             exp = row["experiment"]
             plot_reports(row["comparison"].reports, out / f"paper-{tag}-{exp.name}.png",
-                         title=f"{exp.model} / {exp.workload} / H100 x{exp.tp}")
-        data = [{"row": r["experiment"].name, "speedups": r["comparison"].speedups,
+                         title=f"{exp.model} / {exp.workload} / H100 x{exp.tp} / {row['engine']}")
+        data = [{"row": r["experiment"].name, "engine": r["engine"], "speedups": r["comparison"].speedups,
                  "req_per_s": {x.allocator: x.throughput_rps for x in r["comparison"].reports}} for r in rows]
         (out / f"paper-{tag}.json").write_text(json.dumps(data, indent=2))
         (out / f"paper-{tag}.md").write_text(table + "\n")

@@ -286,3 +286,17 @@ def _apportion(weights: list[float], total: int) -> tuple[int, ...]:
             parts[max(range(len(parts)), key=lambda j: parts[j])] -= 1
             parts[i] = 1
     return tuple(parts)
+
+
+def artifact_static_share(groups: Sequence[Group], block_tokens: int = 16) -> list[float]:
+    """The paper artifact's static partition (vLLM v0 fork,
+    `--static-partition-allocator`): each group's share of the pool is the
+    bytes of one of its vLLM pages (`block_tokens` tokens of every layer of
+    the group, or one state) times its kind's `static_weight` (1 for kinds
+    whose need grows with the sequence, 0.5 for sliding, chunked and mamba).
+    Fixed before any request arrives; pass it as `build_plan(...,
+    static_share=...)`."""
+    if block_tokens < 1:
+        raise ValueError(f"block_tokens must be >= 1, got {block_tokens!r}")
+    return [g.spec.unit_bytes() * (block_tokens if g.spec.per_token else 1) * len(g.layers)
+            * policy_for(g.kind).static_weight for g in groups]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from ..memory.plan import MemoryPlan
@@ -47,6 +47,9 @@ class CostParams:
         same as bandwidth_efficiency).
     layer_overhead_s: fixed time per model layer per step (kernel launches
         when a step is not captured in a CUDA graph).
+    graph_decode: decode-only steps replay a captured CUDA graph and pay no
+        layer_overhead_s (vLLM v0 without --enforce-eager: prefills run
+        eagerly, decode batches from graphs).
     """
 
     mfu: float = 0.6
@@ -56,6 +59,14 @@ class CostParams:
     vision_params: float = 0.6e9
     state_bandwidth_efficiency: float | None = None
     layer_overhead_s: float = 0.0
+    graph_decode: bool = False
+
+    @classmethod
+    def vllm_v0(cls, eager: bool = True) -> "CostParams":
+        """vLLM v0.6.3 as the artifact ran it: `vllm_v0_eager()`, and with
+        `eager=False` (no --enforce-eager) decode-only steps from CUDA graphs."""
+        base = cls.vllm_v0_eager()
+        return base if eager else replace(base, graph_decode=True)
 
     @classmethod
     def vllm_v0_eager(cls) -> "CostParams":
@@ -232,17 +243,19 @@ class CostModel:
             write += self.page_bytes[copy.gid]
         for gid, _page in plan.zeros:
             write += self.page_bytes[gid]
+        graphed = self.params.graph_decode and plan.num_tokens == len(plan.seqs)
         return self._finish(2.0 * self.shape.active_params * plan.num_tokens, float(pairs_flops),
-                            2.0 * self.params.vision_params * enc_tokens, read, write, len(plan.seqs))
+                            2.0 * self.params.vision_params * enc_tokens, read, write, len(plan.seqs), graphed)
 
     def _finish(self, linear: float, attention: float, encoder: float, read: int, write: int,
-                num_seqs: int) -> StepCost:
+                num_seqs: int, graphed: bool = False) -> StepCost:
         p, g, tp = self.params, self.gpu, self.tp
         weights = float(self.shape.weights_bytes)
         compute_s = (linear + attention + encoder) / (tp * g.peak_flops * p.mfu)
         state_eff = p.state_bandwidth_efficiency or p.bandwidth_efficiency
         memory_s = (weights / (tp * g.hbm_bandwidth * p.bandwidth_efficiency)
                     + (read + write) / (tp * g.hbm_bandwidth * state_eff))
-        overhead = p.step_overhead_s + p.seq_overhead_s * num_seqs + p.layer_overhead_s * self.num_layers
+        layers_s = 0.0 if graphed else p.layer_overhead_s * self.num_layers
+        overhead = p.step_overhead_s + p.seq_overhead_s * num_seqs + layers_s
         return StepCost(linear, attention, encoder, weights, float(read), float(write),
                         compute_s, memory_s, overhead)

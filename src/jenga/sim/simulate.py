@@ -166,11 +166,14 @@ def _requests(reqs: list[TraceRequest]) -> list[tuple[str, TraceRequest]]:
 def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUSpec, allocator: str = "jenga", *,
              kv_budget_bytes: int | None = None, sched_config: SchedulerConfig | None = None, tp: int = 1,
              cost_params: CostParams = CostParams(), gpu_memory_utilization: float = 0.9,
-             plan: MemoryPlan | None = None, progress: bool = False) -> SimReport:
+             plan: MemoryPlan | None = None, progress: bool = False,
+             static_share: list[float] | None = None) -> SimReport:
     """Run `workload_requests` to completion on `tp` x `gpu` under
     `allocator` and report what happened (see SimReport).  The plan is
     `jenga.memory.planner.build_plan(shape, budget, allocator=allocator)`
-    unless `plan` is given.  Raises ValueError on a model that does not fit
+    unless `plan` is given; `static` splits the pool by `static_share`
+    (weights per group) when given, else as the workload needs on average.
+    Raises ValueError on a model that does not fit
     or duplicate request ids; RuntimeError if the scheduler stalls."""
     config = sched_config or SchedulerConfig()
     if not workload_requests:
@@ -179,7 +182,7 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
     if budget is None:
         budget = default_kv_budget(shape, gpu, tp, gpu_memory_utilization)
     if plan is None:
-        plan = _plan_for(shape, workload_requests, budget, allocator)
+        plan = _plan_for(shape, workload_requests, budget, allocator, static_share)
     manager = MemoryManager(plan, enable_prefix_caching=config.enable_prefix_caching,
                             mamba_interval=config.mamba_checkpoint_interval)
     sched = Scheduler(config, manager, max_model_len=shape.max_context)
@@ -227,14 +230,15 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
     return _report(rec, shape, gpu, plan, sched, tp, budget, len(pending), rejected, clock)
 
 
-def _plan_for(shape: ModelShape, reqs: list[TraceRequest], budget: int, allocator: str) -> MemoryPlan:
-    """The allocator's plan; `static` gets the split this workload needs on
-    average (the paper's profiled static partition)."""
+def _plan_for(shape: ModelShape, reqs: list[TraceRequest], budget: int, allocator: str,
+              static_share: list[float] | None = None) -> MemoryPlan:
+    """The allocator's plan; `static` gets `static_share`, else the split
+    this workload needs on average (a profiled static partition)."""
     from ..memory.footprint import workload_static_share
     from ..memory.planner import build_plan
 
-    share = None
-    if allocator == "static":
+    share = static_share if allocator == "static" else None
+    if allocator == "static" and share is None:
         sizes = [(len(r.prompt) + r.output_len, sum(i.num_tokens for i in r.images)) for r in reqs]
         share = workload_static_share(build_plan(shape, budget, allocator="jenga"), sizes)
     return build_plan(shape, budget, allocator=allocator, static_share=share)

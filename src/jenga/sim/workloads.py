@@ -103,18 +103,28 @@ def mmmu_pro(num_requests: int, *, rate: float = math.inf, seed: int = 0, text_t
 
 def arxiv_qa(num_requests: int, *, rate: float = math.inf, seed: int = 0, questions_per_doc: int = 4,
              doc_median: int = 30000, doc_sigma: float = 0.6, min_doc: int = 1000, max_doc: int = 110000,
-             question_tokens: tuple[int, int] = (15, 60), output_len: OutputLen = (100, 200),
-             shuffle: bool = True, vocab_size: int = DEFAULT_VOCAB) -> list[TraceRequest]:
+             article_median: int | None = None, question_tokens: tuple[int, int] = (15, 60),
+             output_len: OutputLen = (100, 200), shuffle: bool = True,
+             vocab_size: int = DEFAULT_VOCAB) -> list[TraceRequest]:
     """Questions about long documents: each document (lognormal length,
     clipped to [min_doc, max_doc]) is a shared segment asked
-    `questions_per_doc` questions.  `shuffle` interleaves the documents'
-    questions; otherwise they come document by document."""
+    `questions_per_doc` questions.  With `article_median`, a document is
+    instead consecutive articles (lognormal lengths around that median,
+    sigma `doc_sigma`) concatenated while the total stays within `max_doc`,
+    as the paper artifact builds its arXiv prompts (so documents sit just
+    under `max_doc`).  `shuffle` interleaves the documents' questions;
+    otherwise they come document by document."""
     _check(num_requests)
     if questions_per_doc < 1 or not 1 <= min_doc <= max_doc:
         raise ValueError("questions_per_doc must be >= 1 and 1 <= min_doc <= max_doc")
+    if article_median is not None and article_median < 1:
+        raise ValueError(f"article_median must be >= 1, got {article_median!r}")
     rng = np.random.default_rng([seed, 2])
     num_docs = -(-num_requests // questions_per_doc)
-    docs = _lognormal(rng, num_docs, doc_median, doc_sigma, min_doc, max_doc)
+    if article_median is None:
+        docs = _lognormal(rng, num_docs, doc_median, doc_sigma, min_doc, max_doc)
+    else:
+        docs = [_packed_articles(rng, article_median, doc_sigma, max_doc) for _ in range(num_docs)]
     order = list(range(num_requests))
     if shuffle:
         rng.shuffle(order)
@@ -127,6 +137,17 @@ def arxiv_qa(num_requests: int, *, rate: float = math.inf, seed: int = 0, questi
         segs = [Segment(f"arxiv-{seed}-doc{d}", docs[d]), Segment(f"arxiv-{seed}-q{k}", q_lens[k])]
         reqs.append(_request(times[slot], segs, outs[k], vocab_size, f"arxiv-{seed}-d{d}-q{k}"))
     return reqs
+
+
+def _packed_articles(rng: np.random.Generator, median: int, sigma: float, limit: int) -> int:
+    """Total length of consecutive articles concatenated while the sum stays
+    within `limit` (the first article is cut to `limit` if it alone is longer)."""
+    total = 0
+    while True:
+        article = max(1, int(round(rng.lognormal(math.log(median), sigma))))
+        if total + article > limit:
+            return total or limit
+        total += article
 
 
 def mmlu_pro(num_requests: int, *, rate: float = math.inf, seed: int = 0, shared_prefix_len: int = 100,

@@ -23,6 +23,7 @@ from .base import Alloc, Policy
 
 class MambaPolicy(Policy):
     kinds = ("mamba",)
+    static_weight = 0.5
     recurrent = True
     align = 16   # set by the manager: lcm of the token groups' page_tokens
 
