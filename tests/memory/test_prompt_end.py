@@ -85,3 +85,23 @@ def test_a_request_holds_the_window_of_the_prefix_it_hit_until_it_ends():
     m.remove("b")
     m.check_invariants()
     assert _prefill(m, "c", list(range(20)) + [9]).per_group == (20, 20)
+
+
+def test_a_branch_point_other_groups_still_hold_gets_its_window_kept():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (SLIDE8, 1, 4)], 20))
+    shared = list(range(20))
+    _prefill(m, "a", shared + list(range(40, 52)))
+    m.remove("a")
+    _prefill(m, "x", list(range(900, 916)))        # pressure: the oldest pages go, a's early sliding ones
+    m.remove("x")
+    m.add("b", shared + list(range(60, 72)), 32)
+    hit = m.lookup("b")
+    # the full group still holds the shared 20 tokens, the sliding group lost
+    # the window before 20: b's prompt shares a prefix that ends at 20
+    assert hit.per_group[0] == 20 and hit.num_tokens < 20
+    assert m.allocate("b", hit.num_tokens, 32, hit_tokens=hit.num_tokens) is not None
+    m.commit("b", 32)
+    m.check_invariants()
+    assert NO not in m.page_tables("b")[1][3:5]      # the window before 20 stays while b runs
+    m.remove("b")
+    assert _prefill(m, "c", shared + [5]).per_group == (20, 20)

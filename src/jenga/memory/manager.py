@@ -127,6 +127,12 @@ class MemoryManager:
             if len(others) < n:
                 free_run = self._agree(r, upper, others)
                 r.branch = free_run if free_run > hit else 0
+            elif self.rules.aligned:
+                # a group holds more than all agree on: a prefix others share
+                # ends there (Marconi's branch point); this request keeps the
+                # window before it so the next one hits it in every group
+                longest = max(per_group, default=0)
+                r.branch = longest if longest > hit else 0
         return PrefixHit(hit, per_group)
 
     def _agree(self, r: ReqMem, length: int, policies) -> int:

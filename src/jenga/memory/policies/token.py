@@ -69,10 +69,11 @@ class FullPolicy(Policy):
         hi = min(self.first_needed(pos) // self.P, len(r.tables[self.gid]))
         lo = r.released_upto[self.gid]
         r.released_upto[self.gid] = max(lo, hi)
-        # the window of the prefix this request hit is shared with whoever
-        # hits it next: it stays until the request ends (touched by its use)
-        keep = range(self.first_needed(r.hit_len) // self.P, r.hit_len // self.P)
-        return (i for i in range(lo, hi) if r.tables[self.gid][i] != NO_PAGE and i not in keep)
+        # the windows before the prefix this request hit and before a branch
+        # point (a prefix other groups still hold) serve whoever hits there
+        # next: they stay until the request ends
+        keep = [range(self.first_needed(x) // self.P, x // self.P) for x in (r.hit_len, r.branch) if x]
+        return (i for i in range(lo, hi) if r.tables[self.gid][i] != NO_PAGE and not any(i in k for k in keep))
 
     def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
         if self.group.holds_encoder_tokens:
