@@ -105,3 +105,14 @@ def test_a_branch_point_other_groups_still_hold_gets_its_window_kept():
     assert NO not in m.page_tables("b")[1][3:5]      # the window before 20 stays while b runs
     m.remove("b")
     assert _prefill(m, "c", shared + [5]).per_group == (20, 20)
+
+
+def test_hit_granularity_is_where_every_group_can_end_a_hit():
+    from helpers import MAMBA
+
+    assert MemoryManager(tiny_plan([(FULL, 1, 4), (SLIDE8, 1, 4)], 8)).hit_granularity() == 4
+    assert MemoryManager(tiny_plan([(FULL, 1, 4)], 8), enable_prefix_caching=False).hit_granularity() is None
+    hybrid = tiny_plan([(FULL, 1, 4), (MAMBA, 1, 1)], 8)
+    assert MemoryManager(hybrid, mamba_interval=12).hit_granularity() == 12        # regular checkpoints
+    assert MemoryManager(tiny_plan([(FULL, 1, 4), (MAMBA, 1, 1)], 8, allocator="max-page"),
+                         mamba_interval=12).hit_granularity() is None             # v0 caches no states

@@ -37,10 +37,10 @@ def test_second_request_waits_one_step_then_hits_the_shared_pages():
     s.add_request(req("a", [1, 2, 3]))
     s.add_request(req("b", [4, 5]))
     s.add_request(Request("c", list(range(500, 510)), SamplingParams(max_tokens=2, ignore_eos=True)))
-    # b opens like a, which is prefilling: c goes ahead, b keeps its place
-    assert step(s) == [("a", 0, 15), ("c", 0, 10)]
-    assert [r.req_id for r in s.waiting] == ["b"]
-    assert step(s) == [("a", 15, 1), ("c", 10, 1), ("b", 12, 2)]    # b hit the 12 shared tokens
+    # b opens like a, which is prefilling: admission stops at b for a step
+    assert step(s) == [("a", 0, 15)]
+    assert [r.req_id for r in s.waiting] == ["b", "c"]
+    assert step(s) == [("a", 15, 1), ("b", 12, 2), ("c", 0, 10)]    # b hit the 12 shared tokens
     assert s.stats.hit_tokens == 12
 
 
@@ -55,3 +55,32 @@ def test_without_the_wait_both_compute_the_shared_tokens():
 def test_shared_prefill_wait_is_validated():
     with pytest.raises(ValueError, match="shared_prefill_wait"):
         SchedulerConfig(shared_prefill_wait=-1)
+
+
+def test_common_prefix_is_exact():
+    from jenga.sched.prefill_wait import common_prefix
+
+    a = list(range(1000))
+    assert common_prefix(a, a) == 1000 and common_prefix(a, a[:10]) == 10
+    assert common_prefix(a, a[:637] + [-1] + a[638:]) == 637
+    assert common_prefix([], a) == 0 and common_prefix([5], [6]) == 0
+
+
+def test_an_already_cached_short_prefix_does_not_serialise_admission():
+    s = make(shared_prefill_wait=8)
+    s.add_request(req("a", [1, 2, 3]))
+    step(s), step(s), step(s)                         # a done: the 12 shared tokens are cached
+    for rid in "bcd":
+        s.add_request(req(rid, [ord(rid)] * 8))
+    # each shares only the cached 12 tokens with the others: nobody waits
+    assert step(s) == [("b", 12, 8), ("c", 12, 8), ("d", 12, 8)]
+
+
+def test_no_wait_when_the_manager_cannot_serve_the_shared_prefix():
+    from helpers import MAMBA
+
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (MAMBA, 1, 1)], 32, allocator="max-page"))
+    s = Scheduler(SchedulerConfig(max_num_batched_tokens=64, shared_prefill_wait=8), m, max_model_len=64)
+    s.add_request(req("a", [1, 2, 3]))
+    s.add_request(req("b", [4, 5]))
+    assert step(s) == [("a", 0, 15), ("b", 0, 14)]      # max-page caches no Mamba state: waiting gains nothing

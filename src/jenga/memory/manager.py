@@ -135,6 +135,12 @@ class MemoryManager:
                 r.branch = longest if longest > hit else 0
         return PrefixHit(hit, per_group)
 
+    def hit_granularity(self) -> int | None:
+        """Hits end on multiples of this many tokens (every group must serve
+        them); None when prefix caching is off or some group never hits."""
+        steps = [p.hit_step() for p in self.policies] if self.caching else [None]
+        return None if None in steps else lcm(*steps)
+
     def _agree(self, r: ReqMem, length: int, policies) -> int:
         """Largest length <= `length` valid for every policy given."""
         while True:

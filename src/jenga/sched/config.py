@@ -22,9 +22,10 @@ class SchedulerConfig:
         can be admitted, else decodes only.
     num_speculative_tokens: draft tokens verified per decode step (0: off);
         the runner's draft model proposes them (StepResult.draft_tokens).
-    shared_prefill_wait: with prefix caching, a waiting request whose first
-        this-many prompt tokens equal those of a request still prefilling
-        waits until that prefill is done, then hits its pages (0: off).
+    shared_prefill_wait: with prefix caching, a waiting request waits for
+        the prefill of a request that shares at least this many more prompt
+        tokens with it than it already hits, then hits them (0: off;
+        sched/prefill_wait.py).
     """
 
     max_num_batched_tokens: int = 2048

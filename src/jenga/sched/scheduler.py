@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from ..memory.manager import MemoryManager
 from .config import SchedulerConfig
+from .prefill_wait import InflightPrefills
 from .request import FinishReason, Request, Status
 from .stats import SchedulerStats
 from .step import PageCopy, SeqStep, StateSave, StepPlan, StepResult
@@ -163,37 +164,19 @@ class Scheduler:
 
     def _admit(self, budget: int, chosen: list) -> int:
         """Admit waiting requests in order while budget, seats and memory
-        last.  A request whose prompt opens like one still prefilling waits
-        a step and stays in its place (see `_prefill_key`)."""
-        inflight = {self._prefill_key(r) for r in self.running if r.num_computed < r.prompt_len}
-        deferred: list[Request] = []
-        try:
-            return self._admit_in_order(budget, chosen, inflight, deferred)
-        finally:
-            self.waiting.extendleft(reversed(deferred))
-
-    def _prefill_key(self, req: Request):
-        """What two prompts must share for one to wait for the other's
-        prefill: their first `shared_prefill_wait` tokens, salt and images
-        there (None: too short, or the wait is off).  Admitted together,
-        both would compute the shared pages; one step apart, the second
-        hits them (SGLang's in-batch prefix check)."""
-        n = self.config.shared_prefill_wait
-        if not n or not self.config.enable_prefix_caching or req.prompt_len <= n:
-            return None
-        return (req.cache_salt, tuple(req.prompt_token_ids[:n]),
-                tuple(img.content_hash for img in req.images if img.position < n))
-
-    def _admit_in_order(self, budget: int, chosen: list, inflight: set, deferred: list) -> int:
+        last.  Admission stops at a request that shares a prefix with one
+        still prefilling: it goes next, with the hit (sched/prefill_wait.py);
+        letting later requests pass would spend the memory that keeps the
+        shared prefix cached."""
+        wait = self.config.shared_prefill_wait if self.config.enable_prefix_caching else 0
+        inflight = InflightPrefills(wait, self.running, self.manager.hit_granularity())
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             req = self.waiting[0]
-            key = self._prefill_key(req)
-            if key is not None and key in inflight:
-                deferred.append(self.waiting.popleft())
-                continue
             first_time = req.status is Status.WAITING
             hit = self.manager.lookup(req.req_id) if self.config.enable_prefix_caching else None
             start = hit.num_tokens if hit else 0
+            if inflight.should_wait(req, start):
+                break
             n = req.num_tokens - start
             if n > budget:
                 if not self.config.enable_chunked_prefill:
@@ -221,7 +204,7 @@ class Scheduler:
             chosen.append((req, start, start + n, actions))
             budget -= n
             if start < req.prompt_len:
-                inflight.add(key)
+                inflight.add(req)
         return budget
 
     def _preempt(self, req: Request) -> None:

@@ -81,6 +81,11 @@ class Policy:
         (touched when the request releases its pages); none by default."""
         return range(0)
 
+    def hit_step(self) -> int | None:
+        """Granularity of the prefix hits this group can serve: a hit ends
+        on a multiple of it (None: the group never serves a hit)."""
+        return self.P
+
     def priority(self, r: ReqMem, index: int) -> int:
         return 0
 

@@ -16,6 +16,8 @@ Where checkpoints go (rules.mamba_checkpoints):
 
 from __future__ import annotations
 
+import math
+
 from ..pool import PagePool
 from ..reqstate import ActionLog, ReqMem
 from .base import Alloc, Policy
@@ -26,6 +28,12 @@ class MambaPolicy(Policy):
     static_weight = 0.5
     recurrent = True
     align = 16   # set by the manager: lcm of the token groups' page_tokens
+
+    def hit_step(self) -> int | None:
+        # regular checkpoints only: prompt ends and branch points are not
+        # known before the requests that create them
+        mode = self.rules.mamba_checkpoints
+        return None if mode == "none" else self.align if mode == "block" else math.lcm(self.align, self.mamba_interval)
 
     def checkpoints(self, r: ReqMem, start: int, end: int) -> list[int]:
         mode, a = self.rules.mamba_checkpoints, self.align
