@@ -18,6 +18,7 @@ def test_rows_carry_the_artifact_flags():
     # --enable-chunked-prefill=False --enable-prefix-caching, no --enforce-eager
     assert not cfg.enable_chunked_prefill and not cfg.mixed_batches and cfg.enable_prefix_caching
     assert cfg.max_num_batched_tokens == shape.max_context and cost.graph_decode
+    assert cfg.shared_prefill_wait == 0      # vLLM has no such wait
     cfg, cost = paper.engine_settings(_row("gemma-3"), paper.row_shape(_row("gemma-3")))
     assert cfg.enable_chunked_prefill and cfg.max_num_batched_tokens == 8192 and cfg.max_num_seqs == 1024
     assert cost.layer_overhead_s == 0 and cfg.enable_prefix_caching

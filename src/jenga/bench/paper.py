@@ -90,11 +90,13 @@ def engine_settings(exp: Experiment, shape, engine: str | None = None):
     from ..sim.cost import CostParams
 
     engine = engine or exp.engine
+    # vLLM's schedulers admit a request even while another computes the
+    # same prefix; our shared-prefill wait is off to run the engine they ran
     if engine == "v1":
         return (SchedulerConfig(max_num_seqs=exp.max_num_seqs, max_num_batched_tokens=8192,
-                                enable_prefix_caching=exp.prefix_caching), CostParams())
+                                enable_prefix_caching=exp.prefix_caching, shared_prefill_wait=0), CostParams())
     config = SchedulerConfig(max_num_seqs=exp.max_num_seqs, enable_prefix_caching=exp.prefix_caching,
-                             enable_chunked_prefill=False, mixed_batches=False,
+                             enable_chunked_prefill=False, mixed_batches=False, shared_prefill_wait=0,
                              max_num_batched_tokens=max(shape.max_context, 2048))
     return config, CostParams.vllm_v0(eager=engine == "v0-eager")
 
