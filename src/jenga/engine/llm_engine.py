@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..memory.manager import MemoryManager
-from ..memory.planner import build_plan
+from ..memory.plan import MemoryPlan
+from ..memory.planner import artifact_static_share, build_plan
 from ..memory.shapes.hf import shape_from_path
 from ..model.kv_pool import KVPool
 from ..model.loader import load_model, read_config
@@ -114,8 +115,7 @@ class LLMEngine:
         if config.speculative_model is not None:
             self.shape, self.draft_model = self._load_draft(Path(config.speculative_model))
             self.max_model_len = self._max_model_len(config)
-        self.plan = build_plan(self.shape, self._kv_budget(), allocator=config.allocator,
-                               page_tokens=config.page_tokens)
+        self.plan = self._build_plan(config)
         self.manager = MemoryManager(self.plan, enable_prefix_caching=config.enable_prefix_caching,
                                      mamba_interval=config.mamba_checkpoint_interval)
         self.scheduler = Scheduler(config.scheduler_config(), self.manager, max_model_len=self.max_model_len)
@@ -151,6 +151,16 @@ class LLMEngine:
         if limit and config.max_model_len > limit:
             raise ValueError(f"max_model_len={config.max_model_len} exceeds the model's context of {limit}")
         return config.max_model_len
+
+    def _build_plan(self, config: EngineConfig) -> MemoryPlan:
+        """The allocator's plan for the KV budget; `static` splits the pool
+        as the paper artifact's static partition does (by page bytes,
+        sliding and Mamba groups halved), fixed before any request."""
+        budget, kw = self._kv_budget(), {"page_tokens": config.page_tokens}
+        if config.allocator == "static":
+            probe = build_plan(self.shape, budget, allocator="jenga", **kw)
+            kw["static_share"] = artifact_static_share(probe.groups)
+        return build_plan(self.shape, budget, allocator=config.allocator, **kw)
 
     def _kv_budget(self) -> int:
         if self.config.kv_cache_memory is not None:
