@@ -29,3 +29,11 @@ def test_bad_values_name_the_field(field, value):
 def test_valid_devices():
     for dev in ("auto", "cpu", "cuda", "cuda:1"):
         assert EngineConfig(device=dev).device == dev
+
+
+def test_max_waiting_reaches_the_scheduler_and_is_validated():
+    from jenga.engine.config import EngineConfig
+
+    assert EngineConfig(max_waiting=3).scheduler_config().max_waiting == 3
+    with pytest.raises(ValueError, match="max_waiting"):
+        EngineConfig(max_waiting=0)

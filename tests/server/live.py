@@ -18,16 +18,14 @@ MAX_MODEL_LEN = 256
 
 def make_tiny_engine(model_dir, max_waiting: int | None = None, **kw):
     """An LLMEngine over the tiny model (fp32 on CPU, 256-token context)."""
-    from jenga.server.cli_serve import apply_max_waiting
-
     from jenga.engine.config import EngineConfig
     from jenga.engine.llm_engine import LLMEngine
 
     kw.setdefault("kv_cache_memory", 4 * 2**20)
     kw.setdefault("max_num_seqs", 32)
-    engine = LLMEngine(EngineConfig(model=str(model_dir), device="cpu", max_model_len=MAX_MODEL_LEN, **kw))
-    apply_max_waiting(engine, max_waiting)
-    return engine
+    if max_waiting is not None:
+        kw["max_waiting"] = max_waiting
+    return LLMEngine(EngineConfig(model=str(model_dir), device="cpu", max_model_len=MAX_MODEL_LEN, **kw))
 
 
 class LiveServer:

@@ -27,7 +27,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Define `jenga generate`'s options on `parser`."""
     parser.add_argument("prompts", nargs="+", help="prompt text(s); each is one request")
     parser.add_argument("--model", default=None, help="local HF folder (default: bundled SmolLM2-135M-Instruct)")
-    add_dataclass_args(parser, EngineConfig, skip=("model", "kv_cache_memory", "max_model_len", "seed", "cpu_threads"))
+    add_dataclass_args(parser, EngineConfig, skip=("model", "kv_cache_memory", "max_model_len", "seed", "cpu_threads",
+                                                   "max_waiting"))
     parser.add_argument("--kv-cache-memory", dest="kv_cache_memory", type=_bytes, default=None,
                         help="KV pool size, e.g. 256MiB or 1GiB (default: 256 MiB on CPU)")
     parser.add_argument("--max-model-len", dest="max_model_len", type=int, default=None)

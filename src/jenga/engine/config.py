@@ -43,6 +43,8 @@ class EngineConfig:
     num_speculative_tokens: draft tokens verified per decode step (k); must
         be >= 1 with a speculative_model and 0 without one.
     Raises ValueError naming the field on a bad value.
+    max_waiting: most requests queued; beyond it add_request raises
+        QueueFull (the server answers 503 with Retry-After).
     """
 
     model: str | Path | None = None
@@ -62,6 +64,7 @@ class EngineConfig:
     cpu_threads: int | None = None
     speculative_model: str | Path | None = None
     num_speculative_tokens: int = 0
+    max_waiting: int = 100_000
 
     def __post_init__(self) -> None:
         if self.model is not None and not str(self.model):
@@ -74,7 +77,8 @@ class EngineConfig:
         if not isinstance(self.gpu_memory_utilization, (int, float)) or \
                 not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
-        for name in ("page_tokens", "max_num_seqs", "max_num_batched_tokens", "mamba_checkpoint_interval"):
+        for name in ("page_tokens", "max_num_seqs", "max_num_batched_tokens", "mamba_checkpoint_interval",
+                     "max_waiting"):
             if not _positive_int(getattr(self, name)):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.max_model_len is not None and (not _positive_int(self.max_model_len) or self.max_model_len < 2):
@@ -110,7 +114,8 @@ class EngineConfig:
                                enable_chunked_prefill=self.enable_chunked_prefill,
                                enable_prefix_caching=self.enable_prefix_caching,
                                mamba_checkpoint_interval=self.mamba_checkpoint_interval,
-                               num_speculative_tokens=self.num_speculative_tokens)
+                               num_speculative_tokens=self.num_speculative_tokens,
+                               max_waiting=self.max_waiting)
 
 
 def _positive_int(v: object) -> bool:

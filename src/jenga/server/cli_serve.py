@@ -10,7 +10,6 @@ environment variable is set.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import re
@@ -49,8 +48,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="require this bearer key on /v1/* (default: $JENGA_API_KEY if set)")
     parser.add_argument("--served-model-name", default=None,
                         help="model name clients send (default: the MODEL argument or the folder name)")
-    parser.add_argument("--max-waiting", type=int, default=None,
-                        help="most queued requests; beyond it the server answers 503 with Retry-After")
     parser.add_argument("--kv-cache-memory", type=parse_bytes, default=None,
                         help="KV pool size in bytes (suffixes MiB, GiB accepted)")
     parser.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
@@ -68,24 +65,7 @@ def build_engine_config(args: argparse.Namespace):
     from ..engine.config import EngineConfig
 
     overrides = {"model": args.model, "kv_cache_memory": args.kv_cache_memory, "max_model_len": args.max_model_len}
-    if args.max_waiting is not None and _engine_has_max_waiting():
-        overrides["max_waiting"] = args.max_waiting
     return from_args(EngineConfig, args, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _engine_has_max_waiting() -> bool:
-    from ..engine.config import EngineConfig
-
-    return any(f.name == "max_waiting" for f in dataclasses.fields(EngineConfig))
-
-
-def apply_max_waiting(engine, max_waiting: int | None) -> None:
-    """Bound the scheduler's waiting queue.  EngineConfig has no max_waiting
-    field yet, so the scheduler's (frozen, validated) config is replaced
-    before any request arrives; a no-op when EngineConfig carries it."""
-    if max_waiting is None or _engine_has_max_waiting():
-        return
-    engine.scheduler.config = dataclasses.replace(engine.scheduler.config, max_waiting=max_waiting)
 
 
 def build_server_config(args: argparse.Namespace, engine):
@@ -110,11 +90,7 @@ def serve_main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        engine_config = build_engine_config(args)
-        if args.max_waiting is not None and args.max_waiting <= 0:
-            raise ValueError(f"max_waiting must be a positive integer, got {args.max_waiting}")
-        engine = LLMEngine(engine_config)
-        apply_max_waiting(engine, args.max_waiting)
+        engine = LLMEngine(build_engine_config(args))
         server_config = build_server_config(args, engine)
     except (ValueError, FileNotFoundError) as e:
         print(f"jenga serve: error: {e}", file=sys.stderr)
