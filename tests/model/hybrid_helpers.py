@@ -197,3 +197,36 @@ def run(eng: LLMEngine, batch: list[list[int]], prefix: str) -> list[list[int]]:
                 final[out.request_id] = list(out.outputs[0].token_ids)
         eng.manager.check_invariants()
     return [final[f"{prefix}{i}"] for i in range(len(batch))]
+
+
+# Hit tokens of the second batch (prompts of 23, 57, 63 tokens) in a roomy
+# pool, for any Mamba hybrid (hits depend on the checkpoint rules, not the
+# mixer).  jenga: checkpoints every 16 tokens and at each prompt's end
+# rounded down to the 16-token page: 16 + 48 + 48.  uniform (vLLM v1):
+# 32-token blocks: 16 + 32 + 16 rounded to blocks = 0 + 32 + 32.  max-page
+# (vLLM v0): no checkpoints, no hits.  static caps the mamba group at a fixed
+# share of the pool (a few large pages), where checkpoints evict one another:
+# at most jenga's hits, how many depends on the order generated tokens evict.
+SECOND_BATCH_HITS = {"jenga": 112, "uniform": 64, "static": range(1, 113), "max-page": 0}
+
+
+def check_prefix_cache_run(path, refs, allocator: str) -> None:
+    """Two batches of the same prompts: both equal transformers' greedy
+    tokens, the second hits SECOND_BATCH_HITS[allocator], nothing leaks."""
+    eng = engine(path, allocator=allocator, kv_cache_memory=4 << 20)
+    assert run(eng, prompts(), "a") == refs[:3]
+    first = eng.stats().hit_tokens
+    assert run(eng, prompts(), "b") == refs[:3]
+    hits, expected = eng.stats().hit_tokens - first, SECOND_BATCH_HITS[allocator]
+    assert hits in expected if isinstance(expected, range) else hits == expected
+    assert eng.stats().kv_used_bytes == 0
+
+
+def check_small_pool_preempts(path, refs, kv_cache_memory: int, num_large_pages: int) -> None:
+    """4-token attention pages make the large page small enough that the
+    pool holds the three short prompts at admission but not their 32 new
+    tokens each: requests are preempted and the tokens stay exact."""
+    eng = engine(path, kv_cache_memory=kv_cache_memory, page_tokens=4)
+    assert eng.plan.num_large_pages == num_large_pages
+    assert run(eng, short_prompts(), "a") == refs[3:]
+    assert eng.stats().num_preemptions > 0

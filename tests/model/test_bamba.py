@@ -11,8 +11,8 @@ import pytest
 import torch
 import transformers as tf
 
-from hybrid_helpers import BASE, check_prefill_logits, check_saves_resume, engine, hf_greedy, make_checkpoint, \
-    prompts, run, short_prompts
+from hybrid_helpers import BASE, SECOND_BATCH_HITS, check_prefill_logits, check_prefix_cache_run, \
+    check_saves_resume, check_small_pool_preempts, hf_greedy, make_checkpoint, prompts, short_prompts
 from jenga.model.families.bamba import BambaForCausalLM
 from jenga.model.loader import load_model
 
@@ -56,27 +56,13 @@ def test_state_saves_resume_exactly(bamba):
     check_saves_resume(hf, model, path, prompts()[1][:30])
 
 
-# as for Jamba (tests/model/test_jamba.py): hits depend on the checkpoint rules, not the mixer
-SECOND_BATCH_HITS = {"jenga": 112, "uniform": 64, "static": range(1, 113), "max-page": 0}
-
-
 @pytest.mark.parametrize("allocator", sorted(SECOND_BATCH_HITS))
 def test_engine_greedy_with_prefix_cache_matches_transformers(bamba, allocator):
     _, _, path, refs = bamba
-    eng = engine(path, allocator=allocator, kv_cache_memory=4 << 20)
-    assert run(eng, prompts(), "a") == refs[:3]
-    first = eng.stats().hit_tokens
-    assert run(eng, prompts(), "b") == refs[:3]
-    hits, expected = eng.stats().hit_tokens - first, SECOND_BATCH_HITS[allocator]
-    assert hits in expected if isinstance(expected, range) else hits == expected
-    assert eng.stats().kv_used_bytes == 0
+    check_prefix_cache_run(path, refs, allocator)
 
 
 def test_engine_preempts_in_a_small_pool_and_stays_exact(bamba):
-    # 4-token attention pages make the large page small enough that the pool
-    # holds the three prompts at admission but not their 32 new tokens each
     _, _, path, refs = bamba
-    eng = engine(path, kv_cache_memory=79_872, page_tokens=4)
-    assert eng.plan.num_large_pages == 3
-    assert run(eng, short_prompts(), "a") == refs[3:]
-    assert eng.stats().num_preemptions > 0
+    check_small_pool_preempts(path, refs, 79_872, 3)
+

@@ -10,8 +10,8 @@ import pytest
 import torch
 import transformers as tf
 
-from hybrid_helpers import BASE, check_prefill_logits, check_saves_resume, engine, hf_greedy, make_checkpoint, \
-    prompts, run, short_prompts
+from hybrid_helpers import BASE, SECOND_BATCH_HITS, check_prefill_logits, check_prefix_cache_run, \
+    check_saves_resume, check_small_pool_preempts, hf_greedy, make_checkpoint, prompts, short_prompts
 from jenga.model.families.jamba import JambaForCausalLM, JambaMoE
 from jenga.model.loader import load_model
 
@@ -52,33 +52,13 @@ def test_state_saves_resume_exactly(jamba):
     check_saves_resume(hf, model, path, prompts()[1][:30])
 
 
-# Hit tokens of the second batch (prompts of 23, 57, 63 tokens) in a roomy
-# pool.  jenga: checkpoints every 16 tokens and at each prompt's end rounded
-# down to the 16-token page: 16 + 48 + 48.  uniform (vLLM v1): 32-token
-# blocks: 16 + 32 + 16 rounded to blocks = 0 + 32 + 32.  max-page (vLLM v0):
-# no checkpoints, no hits.  static caps the mamba group at a fixed share of
-# the pool (a few large pages), where checkpoints evict one another: at most
-# jenga's hits, how many depends on the order the generated tokens evict.
-SECOND_BATCH_HITS = {"jenga": 112, "uniform": 64, "static": range(1, 113), "max-page": 0}
-
-
 @pytest.mark.parametrize("allocator", sorted(SECOND_BATCH_HITS))
 def test_engine_greedy_with_prefix_cache_matches_transformers(jamba, allocator):
     _, _, path, refs = jamba
-    eng = engine(path, allocator=allocator, kv_cache_memory=4 << 20)
-    assert run(eng, prompts(), "a") == refs[:3]
-    first = eng.stats().hit_tokens
-    assert run(eng, prompts(), "b") == refs[:3]
-    hits, expected = eng.stats().hit_tokens - first, SECOND_BATCH_HITS[allocator]
-    assert hits in expected if isinstance(expected, range) else hits == expected
-    assert eng.stats().kv_used_bytes == 0
+    check_prefix_cache_run(path, refs, allocator)
 
 
 def test_engine_preempts_in_a_small_pool_and_stays_exact(jamba):
-    # 4-token attention pages make the large page small enough that the pool
-    # holds the three prompts at admission but not their 32 new tokens each
     _, _, path, refs = jamba
-    eng = engine(path, kv_cache_memory=61_440, page_tokens=4)
-    assert eng.plan.num_large_pages == 5
-    assert run(eng, short_prompts(), "a") == refs[3:]
-    assert eng.stats().num_preemptions > 0
+    check_small_pool_preempts(path, refs, 61_440, 5)
+

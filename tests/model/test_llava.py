@@ -9,10 +9,9 @@ import json
 
 import pytest
 import torch
-from vlm_helpers import (BOS, IMAGE, engine_logits, hf_greedy, hf_llava_inputs, random_image, save_tokenizer,
+from vlm_helpers import (vlm_llm, BOS, IMAGE, engine_logits, hf_greedy, hf_llava_inputs, random_image, save_tokenizer,
                          tiny_llava)
 
-from jenga.engine.llm import LLM
 from jenga.sched.params import SamplingParams
 
 N = 10
@@ -24,12 +23,7 @@ P2 = [BOS, 65, 66, IMAGE, 99, 98]            # same start, differs right after t
 TWO = [BOS, IMAGE, 70, 71, IMAGE, 72]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +32,6 @@ def ckpt(tmp_path_factory):
     return path, tiny_llava(path)
 
 
-def _llm(path, **kw):
-    base = dict(cpu_threads=1, kv_cache_memory=1 << 22, page_tokens=4, max_num_batched_tokens=64)
-    return LLM(str(path), **{**base, **kw})
 
 
 def _expand(prompt):
@@ -58,7 +49,7 @@ def _req(prompt, images):
 @pytest.mark.parametrize("tower,allocator", [("clip", "jenga"), ("clip", "max-page"), ("siglip", "jenga")])
 def test_logits_match_transformers(tmp_path, tower, allocator):
     hf = tiny_llava(tmp_path, seed=1, tower=tower)
-    logits, ids = engine_logits(_llm(tmp_path, allocator=allocator), TWO, IMAGES[:2])
+    logits, ids = engine_logits(vlm_llm(tmp_path, allocator=allocator), TWO, IMAGES[:2])
     assert ids == _expand(TWO)
     if tower == "siglip":   # LLaVA's processor (CLIP-style resize and crop) feeds whatever tower it has
         inputs = dict(pixel_values=torch.stack([x.pixel_values for x in _inputs_for(tmp_path, IMAGES[:2])]))
@@ -79,7 +70,7 @@ def _inputs_for(path, images):
 @pytest.mark.parametrize("allocator", ["jenga", "max-page", "static", "uniform"])
 def test_greedy_matches_transformers_with_chunks_through_images(ckpt, allocator):
     path, hf = ckpt
-    llm = _llm(path, allocator=allocator, max_num_batched_tokens=7)
+    llm = vlm_llm(path, allocator=allocator, max_num_batched_tokens=7)
     cases = [(P1, IMAGES[:1]), (TWO, IMAGES[1:3]), ([BOS, 80, 81, 82], [])]
     outs = llm.generate([_req(p, i) for p, i in cases], GREEDY)
     for (prompt, images), out in zip(cases, outs):
@@ -91,7 +82,7 @@ def test_greedy_matches_transformers_with_chunks_through_images(ckpt, allocator)
 def test_encoder_runs_once_per_image_not_per_chunk(ckpt, allocator, runs):
     path, hf = ckpt
     # chunks of 8: [0, 8), [8, 16), [16, 21) all reach the image at [3, 19)
-    llm = _llm(path, allocator=allocator, max_num_batched_tokens=8)
+    llm = vlm_llm(path, allocator=allocator, max_num_batched_tokens=8)
     out = llm.generate(_req(P1, IMAGES[:1]), GREEDY)[0]
     assert llm.engine.stats().encoder_runs == runs
     assert list(out.outputs[0].token_ids) == _ref(hf, P1, IMAGES[:1])
@@ -99,7 +90,7 @@ def test_encoder_runs_once_per_image_not_per_chunk(ckpt, allocator, runs):
 
 def test_prefix_hit_inside_an_image_reuses_its_embedding_pages(ckpt):
     path, hf = ckpt
-    llm = _llm(path, max_num_batched_tokens=8)
+    llm = vlm_llm(path, max_num_batched_tokens=8)
     first = llm.generate(_req(P1, IMAGES[:1]), GREEDY)[0]
     assert llm.engine.stats().encoder_runs == 1
     again = llm.generate(_req(P1, IMAGES[:1]), GREEDY)[0]
@@ -119,7 +110,7 @@ def test_preemption_under_a_small_kv_budget(ckpt):
     path, hf = ckpt
     # 28 large pages of 2 KiB: a request fits alone (TWO: 68 tokens -> 18 pages, 32 embeddings -> 4), five
     # admitted together outgrow the pool while they decode
-    llm = _llm(path, kv_cache_memory=28 * 2048, max_num_batched_tokens=8)
+    llm = vlm_llm(path, kv_cache_memory=28 * 2048, max_num_batched_tokens=8)
     cases = [(P1, IMAGES[:1]), (P2, IMAGES[1:2]), (TWO, IMAGES[1:3]), (P2, IMAGES[2:3]), (P1, IMAGES[1:2])]
     outs = llm.generate([_req(p, i) for p, i in cases], SamplingParams(max_tokens=32, temperature=0.0,
                                                                       ignore_eos=True))
@@ -131,7 +122,7 @@ def test_preemption_under_a_small_kv_budget(ckpt):
 
 def test_prompts_already_expanded_and_chat(ckpt):
     path, hf = ckpt
-    llm = _llm(path)
+    llm = vlm_llm(path)
     out = llm.generate(_req(_expand(P1), IMAGES[:1]), GREEDY)[0]     # as transformers' processor writes it
     assert list(out.outputs[0].token_ids) == _ref(hf, P1, IMAGES[:1])
     conv = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": _png(path, IMAGES[0])}},
@@ -156,7 +147,7 @@ def test_text_model_refuses_images(tmp_path):
     LlamaForCausalLM(cfg).save_pretrained(tmp_path)
     save_tokenizer(tmp_path, "<image>")
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llama"
-    llm = _llm(tmp_path)
+    llm = vlm_llm(tmp_path)
     with pytest.raises(ValueError, match="images: model .* does not accept images"):
         llm.generate(_req([BOS, IMAGE, 5], IMAGES[:1]), GREEDY)
     assert not llm.engine.has_unfinished_requests()
@@ -171,7 +162,7 @@ def test_server_chat_with_a_data_url_image(ckpt):
 
     from jenga.server.app import ServerConfig, build_app
     path, _ = ckpt
-    llm = _llm(path)
+    llm = vlm_llm(path)
     buf = io.BytesIO()
     to_pil(IMAGES[0]).save(buf, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()

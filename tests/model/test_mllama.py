@@ -6,10 +6,9 @@ text and encoder tokens in every layer)."""
 
 import pytest
 import torch
-from vlm_helpers import (BOS, IMAGE, engine_logits, hf_greedy, hf_mllama_inputs, random_image, tiny_mllama,
+from vlm_helpers import (vlm_llm, BOS, IMAGE, engine_logits, hf_greedy, hf_mllama_inputs, random_image, tiny_mllama,
                          to_pil)
 
-from jenga.engine.llm import LLM
 from jenga.sched.params import SamplingParams
 
 N = 10
@@ -20,12 +19,7 @@ SINGLE = [BOS, 80, 81, IMAGE, 90, 91, 92]
 TEXT = [BOS, 80, 81, 90, 91]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +28,6 @@ def ckpt(tmp_path_factory):
     return path, tiny_mllama(path)
 
 
-def _llm(path, **kw):
-    base = dict(cpu_threads=1, kv_cache_memory=1 << 22, page_tokens=4, max_num_batched_tokens=64)
-    return LLM(str(path), **{**base, **kw})
 
 
 def _ref(hf, prompt, images):
@@ -50,7 +41,7 @@ def _req(prompt, images):
 @pytest.mark.parametrize("allocator", ["jenga", "max-page"])
 def test_logits_match_transformers(ckpt, allocator):
     path, hf = ckpt
-    logits, ids = engine_logits(_llm(path, allocator=allocator), MULTI, IMAGES)
+    logits, ids = engine_logits(vlm_llm(path, allocator=allocator), MULTI, IMAGES)
     assert ids == MULTI
     with torch.no_grad():
         ref = hf(torch.tensor([MULTI]), position_ids=torch.arange(len(MULTI))[None],
@@ -61,7 +52,7 @@ def test_logits_match_transformers(ckpt, allocator):
 @pytest.mark.parametrize("allocator", ["jenga", "max-page", "static", "uniform"])
 def test_greedy_matches_transformers_with_chunked_prefill(ckpt, allocator):
     path, hf = ckpt
-    llm = _llm(path, allocator=allocator, max_num_batched_tokens=5)   # chunks of at most 5 tokens, mixed steps
+    llm = vlm_llm(path, allocator=allocator, max_num_batched_tokens=5)   # chunks of at most 5 tokens, mixed steps
     cases = [(MULTI, IMAGES), (SINGLE, IMAGES[:1]), (TEXT, [])]
     outs = llm.generate([_req(p, i) for p, i in cases], GREEDY)
     for (prompt, images), out in zip(cases, outs):
@@ -74,7 +65,7 @@ def test_greedy_matches_transformers_with_chunked_prefill(ckpt, allocator):
 
 def test_prefix_cache_reuses_cross_pages(ckpt):
     path, hf = ckpt
-    llm = _llm(path)
+    llm = vlm_llm(path)
     first = llm.generate(_req(SINGLE, IMAGES[1:2]), GREEDY)[0]
     assert (llm.engine.stats().encoder_runs, first.num_cached_tokens) == (1, 0)
     again = llm.generate(_req(SINGLE, [to_pil(IMAGES[1])]), GREEDY)[0]    # same pixels, another form
@@ -91,7 +82,7 @@ def test_preemption_under_a_small_kv_budget(ckpt):
     path, hf = ckpt
     # 28 large pages of 2 KiB: a request needs ~17 alone (8 for 31 text tokens, 9 for 34 encoder tokens);
     # five admitted together outgrow the pool while they decode
-    llm = _llm(path, kv_cache_memory=28 * 2048, max_num_batched_tokens=8)
+    llm = vlm_llm(path, kv_cache_memory=28 * 2048, max_num_batched_tokens=8)
     cases = [(SINGLE, IMAGES[:1]), (SINGLE[:5] + [93, 94], IMAGES[2:3]), (MULTI[:3] + [75, 76], IMAGES[1:2]),
              (SINGLE, IMAGES[1:2]), (MULTI[:3] + [75, 76], IMAGES[:1])]
     outs = llm.generate([_req(p, i) for p, i in cases], SamplingParams(max_tokens=24, temperature=0.0,
@@ -105,7 +96,7 @@ def test_preemption_under_a_small_kv_budget(ckpt):
 
 def test_chat_places_images_like_generate(ckpt):
     path, _ = ckpt
-    llm = _llm(path)
+    llm = vlm_llm(path)
     conv = [{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "image", "image": IMAGES[0]},
                                          {"type": "text", "text": " what?"}]}]
     out = llm.chat(conv, GREEDY)[0]
@@ -116,7 +107,7 @@ def test_chat_places_images_like_generate(ckpt):
 
 def test_bad_images_raise_value_errors(ckpt, tmp_path):
     path, _ = ckpt
-    llm = _llm(path)
+    llm = vlm_llm(path)
     with pytest.raises(ValueError, match=r"images\[0\]: no such image file"):
         llm.generate(_req(SINGLE, [str(tmp_path / "missing.png")]), GREEDY)
     (tmp_path / "bad.png").write_bytes(b"garbage")

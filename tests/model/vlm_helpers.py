@@ -149,3 +149,11 @@ def engine_logits(llm, prompt, images) -> torch.Tensor:
         logits = e.model(torch.tensor(s.token_ids), meta.positions, meta, e.kv_pool, None, **extra)
     e.abort("logits")
     return logits, list(s.token_ids)
+
+
+def vlm_llm(path, **kw):
+    """An LLM over a tiny VLM folder: one thread, 4 MiB of KV, 4-token pages."""
+    from jenga.engine.llm import LLM
+
+    base = dict(cpu_threads=1, kv_cache_memory=1 << 22, page_tokens=4, max_num_batched_tokens=64)
+    return LLM(str(path), **{**base, **kw})
