@@ -197,3 +197,87 @@ def test_needed_bytes_count_shared_pages_once():
     run(m, "b", list(range(8)) + [50])                # shares pages 0, 1 (8 tokens)
     assert m.usage().needed_bytes == (9 + 1) * 8      # b adds only its own token
     m.check_invariants()
+
+
+def _count_scans(m):
+    """Wrap every policy's longest_hit to count prefix-cache scans."""
+    calls = []
+    for p in m.policies:
+        p.longest_hit = (lambda f, g: lambda *a: calls.append(g) or f(*a))(p.longest_hit, p.gid)
+    return calls
+
+
+def test_unchanged_waiting_request_is_not_rescanned():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (MAMBA, 1, 1)], 24), mamba_interval=4)
+    system = [5] * 10
+    run(m, "a", system + [1] * 5)
+    m.add("w", system + [2] * 5, 15)
+    scans = _count_scans(m)
+    first = m.lookup("w")
+    assert first.per_group == (8, 8) and scans
+    m.reqs["w"].branch = 99                      # released requests lose their branch point
+    scans.clear()
+    assert [m.lookup("w") for _ in range(3)] == [first] * 3
+    assert scans == [] and m.reqs["w"].branch == 0   # the memo re-applies the branch found
+    run(m, "b", [7] * 9)                         # new keys enter the cache: scan again
+    assert m.lookup("w") == first and scans
+    scans.clear()
+    m.reqs["w"].tokens.append(3)                 # a new token (preempted mid-decode): scan again
+    m.lookup("w")
+    assert scans
+    m.check_invariants()
+
+
+def test_lookup_after_eviction_sees_the_pages_gone():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4)], 4))
+    run(m, "a", list(range(9)))
+    m.remove("a")
+    m.add("w", list(range(9)) + [1], 10)
+    assert m.lookup("w").num_tokens == 8
+    m.add("b", [9] * 15, 15)
+    assert m.allocate("b", 0, 15) is not None    # evicts a's cached pages, publishes nothing
+    assert m.lookup("w").num_tokens == 0
+
+
+def test_decode_fast_paths_keep_the_page_table_tuple():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (SLIDE8, 1, 4)], 32))
+    tokens = list(range(6))
+    run(m, "a", tokens)
+    tables = m.page_tables("a")
+    tokens.append(6)
+    assert m.allocate("a", 6, 7) is not None     # page 1 has room: nothing to take
+    m.commit("a", 7)
+    assert m.page_tables("a") is tables
+    tokens.append(7)
+    m.allocate("a", 7, 8)
+    m.commit("a", 8)                             # publishes page 1, releases nothing
+    assert m.page_tables("a") is tables
+    tokens.append(8)
+    m.allocate("a", 8, 9)                        # a new page in each group
+    assert m.page_tables("a") == ((0, 1, 4), (2, 3, 5)) and m.page_tables("a") is not tables
+    tables = m.page_tables("a")
+    for t in (9, 10):
+        m.commit("a", t)
+        assert m.page_tables("a") is tables
+        tokens.append(t)
+        m.allocate("a", t, t + 1)
+    m.commit("a", 11)                            # tokens 0..3 leave the 8-token window
+    assert m.page_tables("a") == ((0, 1, 4), (NO, 3, 5))
+    m.check_invariants()
+
+
+def test_failed_hit_allocation_leaves_no_trace_of_the_hit():
+    m = MemoryManager(tiny_plan([(FULL, 1, 4)], 5))
+    run(m, "a", list(range(9)))
+    m.remove("a")                                     # pages 0, 1 cached (8 tokens)
+    run(m, "b", [50] * 9)                             # b holds 3 of the 5 pages
+    m.add("w", list(range(8)) + [1] * 12, 20)
+    assert m.lookup("w").num_tokens == 8
+    assert m.allocate("w", 8, 20, hit_tokens=8) is None   # 3 more pages: only 2 left
+    m.remove("b")
+    m.reset_prefix_cache()
+    assert m.lookup("w").num_tokens == 0
+    m.allocate("w", 0, 20)
+    m.commit("w", 20)
+    assert len(m.pool.cache_map[0]) == 5              # all five pages published, from page 0
+    m.check_invariants()

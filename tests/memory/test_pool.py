@@ -111,3 +111,53 @@ def test_newer_copy_of_cached_content_replaces_an_evictable_older_one():
     busy = pool.allocate(0, "C")
     assert not pool.set_key(0, busy, "k")     # a copy in use keeps the key
     check(pool)
+
+
+def test_stale_heap_entries_are_dropped_and_eviction_order_kept():
+    """Re-stamping an evictable page leaves stale heap entries; once they
+    outnumber the live ones the heap is rebuilt, and eviction still takes
+    the least recently used page first."""
+    runs = []
+    for slack in (0, 10_000):
+        pool = make(num_large=2)
+        pool.HEAP_SLACK = slack
+        pages = [pool.allocate(0, "A") for _ in range(4)]      # large page 0
+        for i, p in enumerate(pages):
+            pool.set_key(0, p, f"k{i}")
+        for i, p in enumerate(pages[:3]):                      # A keeps page 3
+            pool.release(0, p, (1, -i))
+        for t in range(2, 50):
+            pool.touch(0, pages[1 + t % 2], (t, 0))            # pages 1, 2: last used at 48, 49
+        assert len(pool.cached_heap[0]) == (3 + 48 if slack else 3)   # rebuilt every 4 touches
+        check(pool)
+        taken = [pool.allocate(0, "B") for _ in range(8)]
+        runs.append((taken, [pool.lookup(0, f"k{i}") for i in range(4)]))
+    # B fills a large page of its own, then evicts small pages oldest first
+    assert runs[0] == runs[1] == ([4, 5, 6, 7, 0, 1, 2, None], [None, None, None, 3])
+
+
+def test_reclaimable_count_and_cache_generation_follow_every_change():
+    pool = make(num_large=4, allocator="static", share=(2, 1, 1))
+    assert [pool.num_reclaimable_large(g) for g in range(3)] == [2, 1, 1]
+    a, b = pool.allocate(0, "A"), pool.allocate(0, "A")
+    gen = pool.generation
+    assert pool.set_key(0, a, "x") and pool.generation == gen + 1
+    assert not pool.set_key(0, pool.allocate(0, "B"), "x") and pool.generation == gen + 1
+    pool.release(0, a, (1, 0))
+    assert pool.num_reclaimable_large(0) == 0          # A's page still holds b; B's is in use
+    pool.release(0, b, (1, 0))
+    assert pool.num_reclaimable_large(0) == 1 and pool.num_reclaimable_large() == 3
+    pool.evict_all()
+    assert pool.generation == gen + 2 and pool.num_reclaimable_large(0) == 1
+    check(pool)
+
+
+def test_a_full_large_page_keeps_no_free_slot_list():
+    pool = make()
+    for _ in range(4):
+        pool.allocate(0, "A")
+    p = pool.allocate(2, "A")                   # group 2: one small page per large page
+    assert pool.free_slots == {} and p == 1
+    pool.release(2, p, (0, 0))
+    assert pool.free_slots == {} and pool.num_free_large() == 2
+    check(pool)

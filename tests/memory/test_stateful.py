@@ -25,15 +25,17 @@ KIND_SETS = [
 class ManagerMachine(RuleBasedStateMachine):
     @initialize(kinds=st.sampled_from(KIND_SETS), num_large=st.integers(4, 40),
                 allocator=st.sampled_from(["jenga", "uniform", "max-page", "static"]),
-                caching=st.booleans())
-    def setup(self, kinds, num_large, allocator, caching):
+                caching=st.booleans(), slack=st.sampled_from([0, 64]))
+    def setup(self, kinds, num_large, allocator, caching, slack):
         share = ()
         if allocator == "static":
             share = tuple([num_large // len(kinds)] * (len(kinds) - 1))
             share += (num_large - sum(share),)
         self.m = MemoryManager(tiny_plan(kinds, num_large, allocator, static_share=share),
                                enable_prefix_caching=caching, mamba_interval=8)
+        self.m.pool.HEAP_SLACK = slack   # 0: heaps are rebuilt on almost every push
         self.live: dict[str, list[int]] = {}
+        self.waiting: list[str] = []
         self.n = 0
 
     @rule(prefix=st.integers(0, 3), extra=st.integers(1, 30), image=st.booleans())
@@ -72,6 +74,33 @@ class ManagerMachine(RuleBasedStateMachine):
             return
         self.m.commit(rid, start + grow)
 
+    @rule(prefix=st.integers(0, 3), extra=st.integers(1, 30))
+    def queue(self, prefix, extra):
+        rid = f"w{self.n}"
+        self.n += 1
+        self.m.add(rid, [7] * (prefix * 6) + [self.n * 100 + i for i in range(extra)], prefix * 6 + extra)
+        self.m.lookup(rid)
+        self.waiting.append(rid)
+
+    @precondition(lambda self: self.waiting)
+    @rule(data=st.data(), admit=st.booleans())
+    def relookup(self, data, admit):
+        """A waiting request's remembered lookup equals a fresh scan, and
+        its pages are still cached when it is admitted with that hit."""
+        rid = data.draw(st.sampled_from(self.waiting))
+        r = self.m.reqs[rid]
+        hit, branch = self.m.lookup(rid), r.branch
+        self.m._lookups.pop(rid, None)   # forget it: scan afresh
+        assert (self.m.lookup(rid), r.branch) == (hit, branch)
+        if admit:
+            self.waiting.remove(rid)
+            end = min(len(r.tokens), hit.num_tokens + 12)
+            if self.m.allocate(rid, hit.num_tokens, end, hit_tokens=hit.num_tokens) is None:
+                self.m.remove(rid)
+                return
+            self.m.commit(rid, end)
+            self.live[rid] = r.tokens
+
     @precondition(lambda self: self.live)
     @rule(data=st.data())
     def finish(self, data):
@@ -91,7 +120,7 @@ class ManagerMachine(RuleBasedStateMachine):
     def teardown(self):
         if not hasattr(self, "m"):
             return
-        for rid in list(self.live):
+        for rid in list(self.live) + self.waiting:
             self.m.remove(rid)
         self.m.reset_prefix_cache()
         self.m.check_invariants()

@@ -6,6 +6,7 @@ produce."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -60,6 +61,7 @@ def test_workload_finishes_and_report_is_sane():
     assert len(r.series.times) == r.steps == len(r.series.batch) == len(r.series.used_bytes)
     assert r.series.group_labels == ("full", "sliding(window=8)")
     assert r.summary()["throughput_rps"] == r.throughput_rps and "series" not in r.summary()
+    assert json.loads(json.dumps(r.summary()))["saturation"]["bound_steps"] == r.saturation.bound_steps
 
 
 def test_multiturn_hits_the_whole_history():
@@ -82,6 +84,33 @@ def test_memory_pressure_saturates_and_preempts_nothing_lost():
     assert r.saturated and 0.5 < r.mem_util <= 1.0
     assert max(r.series.batch) < 12
     assert all(sum(u) <= r.pool_bytes for u in r.series.used_bytes)
+
+
+def test_utilisation_is_true_need_when_memory_first_refuses():
+    reqs = [TraceRequest(0.0, tuple(range(i, i + 60)), 40, req_id=f"r{i}") for i in range(12)]
+    cfg = SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8, enable_prefix_caching=False)
+    jenga = run(reqs, num_large=120, kinds=((FULL, 1, 4), (SLIDE8, 1, 4)), cfg=cfg)
+    s = jenga.saturation
+    assert jenga.saturated and jenga.mem_util == s.util_bound
+    assert 0 < s.preempt_steps < s.bound_steps     # failed decodes, and refused admissions
+    # jenga holds exactly the page-rounded need: nothing beyond whole pages
+    assert s.used == s.rounded and s.util_bound < s.used < 1
+    text = format_reports([jenga])
+    assert f"{100 * jenga.mem_util:.1f}% {100 * s.util_preempt:.1f}%" in " ".join(text.split())
+    # as max-page: both layers store every token; its own count calls the
+    # out-of-window tokens needed, true need does not
+    maxp = run(reqs, num_large=120, kinds=((FULL, 2, 4),), cfg=cfg)
+    m = maxp.saturation
+    assert m.counted > 0.9 and m.used > 0.9 and maxp.mem_util < 0.55 and m.rounded < 0.6
+
+
+def test_unsaturated_run_reports_the_mean_over_all_steps():
+    r = run([TraceRequest(0.0, tuple(range(8)), 4, req_id="a")], kinds=((FULL, 1, 4),), shape=FULL_SHAPE)
+    # one request of 8 + 4 tokens alone in 400 pages of 4 tokens (12800 B):
+    # steps end at 8, 9, 10, 11 tokens of 8 B
+    assert not r.saturated and r.saturation.bound_steps == 0 and r.saturation.util_preempt is None
+    assert r.mem_util == pytest.approx(sum(8 * n for n in (8, 9, 10, 11)) / 4 / 12800, rel=1e-12)
+    assert r.series.needed_bytes == (64, 72, 80, 88)
 
 
 def test_rejected_requests_are_counted_and_clock_jumps_to_arrivals():

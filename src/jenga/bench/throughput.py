@@ -29,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..memory.footprint import true_need_bytes
+
 ALLOCATORS = "jenga,max-page,static,uniform"
 DEFAULT_MODEL = "builtin:gemma2-small"
 # CLI defaults: prompts 3x the built-ins' 128-token window, a pool that fits ~2
@@ -112,15 +114,6 @@ def make_prompts(w: Workload, vocab: int, image_token: int | None) -> list:
             images.insert(0, pictures[k])
         prompts.append({"prompt_token_ids": ids, "multi_modal_data": {"image": images}})
     return prompts
-
-
-def true_need_bytes(ref_plan, running) -> int:
-    """Bytes of state the running requests' layers need now, by the jenga
-    plan `ref_plan`'s policies (window, chunk, one Mamba state, images),
-    whatever allocator holds them.  Image tokens count whole, so a VLM's
-    vision embeddings are counted at their peak."""
-    from ..memory.footprint import ideal_bytes
-    return sum(ideal_bytes(ref_plan, r.num_computed, sum(i.num_tokens for i in r.images)) for r in running)
 
 
 def run_one(model: Path, allocator: str, kv_bytes: int, w: Workload, progress: bool = False,

@@ -1,13 +1,15 @@
-"""What one request costs under a plan: the numbers behind `jenga plan`.
+"""What requests cost under a plan: the numbers behind `jenga plan` and the
+yardstick of every utilisation measurement.
 
-`ideal_bytes` counts only state a request of `context` tokens (with
-`image_tokens` encoder tokens) really needs at its peak, layer by layer, as
-the policies define it: every token for full attention, the window for
-sliding, the current chunk for chunked, one state for Mamba, the image for
-cross-attention and vision.  `request_footprint` counts the bytes a plan's
-allocator actually holds for that request (whole small pages, padding, and
-the baselines' extra tokens), and `max_concurrent` how many such requests
-fit in the pool at once.
+`TrueNeed` is that yardstick: the bytes each group's layers really need,
+token by token, as the jenga plan's policies define scope (every token for
+full attention, the window for sliding, the current chunk for chunked, one
+state for Mamba, the image tokens for cross-attention and vision), whatever
+allocator holds them.  `ideal_bytes` is its total for one request at its
+end, `true_need_bytes` for a set of running requests.  `request_footprint`
+counts the bytes a plan's allocator actually holds for one request (whole
+small pages, padding, the baselines' extra tokens), and `max_concurrent`
+how many such requests fit in the pool at once.
 """
 
 from __future__ import annotations
@@ -48,13 +50,91 @@ def _policies(plan: MemoryPlan):
     return [policy_for(g.kind)(g, plan.base_page_tokens, rules, 512) for g in plan.groups]
 
 
+class TrueNeed:
+    """Bytes of state per group of `ref_plan` that layers need, token
+    granular (no page rounding).  `ref_plan` must group layers by their true
+    specs (any allocator but max-page; ValueError otherwise).  Encoder
+    tokens count whole: exact for cross-attention, an upper bound for
+    vision embeddings, which are dropped as their tokens prefill."""
+
+    def __init__(self, ref_plan: MemoryPlan) -> None:
+        if any(g.holds_encoder_tokens for g in ref_plan.groups):
+            raise ValueError("ref_plan must group layers by their true specs (a max-page plan does not)")
+        self.plan = ref_plan
+        self.policies = _policies(ref_plan)
+        self.unit = [g.spec.unit_bytes() * len(g.layers) for g in ref_plan.groups]
+
+    def kept(self, context: int, encoder_tokens: int) -> tuple[int, ...]:
+        """Per group: state a request keeps once `context` tokens are
+        computed (sliding: the last window; Mamba: one state)."""
+        return tuple(p.footprint_units(context, encoder_tokens) * u for p, u in zip(self.policies, self.unit))
+
+    def step(self, start: int, end: int, encoder_tokens: int) -> tuple[int, ...]:
+        """Per group: state a step computing tokens [start, end) reads or
+        writes, which is what it keeps plus, for token groups, the step's
+        own tokens that leave scope when it ends (a sliding layer's chunk
+        past its window: the step writes every token before attending).
+        Equals `kept(end, ...)` for a one-token decode."""
+        if not 0 <= start < end:
+            raise ValueError(f"bad step range [{start}, {end})")
+        # a step's scope reaches from the scope of its first token to its end
+        lows = self.scope_start(start, end, True)
+        return tuple(k if lo is None else max(k, (end - lo) * u)
+                     for k, u, lo in zip(self.kept(end, encoder_tokens), self.unit, lows))
+
+    def rounded(self, start: int, end: int, encoder_tokens: int, current: bool) -> tuple[int, ...]:
+        """Per group: `step(start, end, ...)` (current) or `kept(end, ...)`
+        (not) rounded up to whole small pages of `ref_plan`, counted from
+        the page holding the scope's first token: what a perfect allocator
+        with these pages holds."""
+        out = []
+        for p, g, lo in zip(self.policies, self.plan.groups, self.scope_start(start, end, current)):
+            if lo is not None:   # the pages from the one holding the scope's first token
+                pages = -(-end // p.P) - lo // p.P
+            else:
+                pages = p.footprint_pages(end, encoder_tokens)
+            out.append(pages * g.small_page_bytes)
+        return tuple(out)
+
+    def scope_start(self, start: int, end: int, current: bool) -> tuple[int | None, ...]:
+        """Per group: the first token whose state `step(start, end)`
+        (current) or `kept(end)` (not) counts, up to `end`; None for groups
+        that keep states or images rather than a token range."""
+        out = []
+        for p in self.policies:
+            # token policies say where their scope starts
+            first = getattr(p, "first_needed", None)
+            out.append(first(start if current else end) if first else None)
+        return tuple(out)
+
+    def prefill_peak(self, num_tokens: int, encoder_tokens: int, chunk: int, rounded: bool = False) -> tuple[int, ...]:
+        """Per group: the most `step` (or, `rounded`, its whole pages) needs
+        while `num_tokens` tokens are computed `chunk` at a time from 0
+        (what admitting a prompt asks for)."""
+        if num_tokens <= 0 or chunk <= 0:
+            raise ValueError(f"num_tokens and chunk must be > 0, got {num_tokens}, {chunk}")
+        peak = [0] * len(self.unit)
+        for start in range(0, num_tokens, chunk):
+            end = min(start + chunk, num_tokens)
+            part = self.rounded(start, end, encoder_tokens, True) if rounded else self.step(start, end, encoder_tokens)
+            for g, b in enumerate(part):
+                peak[g] = max(peak[g], b)
+        return tuple(peak)
+
+
 def ideal_bytes(jenga_plan: MemoryPlan, context: int, image_tokens: int) -> int:
-    """Bytes of state the request needs; `jenga_plan` must group layers by
-    their true specs (any allocator but max-page)."""
-    total = 0
-    for p, g in zip(_policies(jenga_plan), jenga_plan.groups):
-        total += p.footprint_units(context, image_tokens) * g.spec.unit_bytes() * len(g.layers)
-    return total
+    """Bytes of state a request of `context` tokens keeps at its end (see
+    TrueNeed; `jenga_plan` must not be max-page)."""
+    return sum(TrueNeed(jenga_plan).kept(context, image_tokens))
+
+
+def true_need_bytes(ref_plan: MemoryPlan, running) -> int:
+    """Bytes of state the `running` requests' layers need now, by
+    `ref_plan`'s policies, whatever allocator holds them.  `running`: objects
+    with `num_computed` and `images` (the scheduler's requests), measured
+    between steps, when each keeps what its computed tokens leave in scope."""
+    need = TrueNeed(ref_plan)
+    return sum(sum(need.kept(r.num_computed, sum(i.num_tokens for i in r.images))) for r in running)
 
 
 def request_footprint(plan: MemoryPlan, context: int, image_tokens: int, ideal: int) -> Footprint:

@@ -44,6 +44,19 @@ class BlockHasher:
             self.hashes.append(parent)
         return self.hashes
 
+    def page_keys(self, tokens: Sequence[int], n: int, page_tokens: int, first: int = 0) -> list[int]:
+        """Keys of the prefixes ending at each multiple of `page_tokens`
+        (a multiple of block_tokens) within tokens[:n], from page `first`
+        on: one slice of the hash list, no per-page call (prefix lookups
+        scan whole prompts)."""
+        if page_tokens <= 0 or page_tokens % self.block_tokens:
+            raise ValueError(f"page_tokens must be a positive multiple of {self.block_tokens}, got {page_tokens}")
+        if n > len(tokens):
+            n = len(tokens)
+        step = page_tokens // self.block_tokens
+        hashes = self.hashes if n // self.block_tokens <= len(self.hashes) else self.update(tokens, n)
+        return hashes[(first + 1) * step - 1:n // page_tokens * step:step]
+
     def key_at(self, position: int) -> int | None:
         """Key of the prefix of `position` tokens (a block boundary), if hashed."""
         if position <= 0 or position % self.block_tokens:

@@ -27,6 +27,7 @@ from .types import ImageRef, PrefixHit
 from .usage import GroupUsage, MemoryUsage
 
 NOTHING = StepActions()
+INF = float("inf")
 
 
 class MemoryManager:
@@ -47,6 +48,9 @@ class MemoryManager:
         for p in self.policies:
             p.align = self.align
         self.reqs: dict[str, ReqMem] = {}
+        # req_id -> (pool generation, tokens known, hit, branch): a lookup
+        # is a function of the cache index and the request's tokens only
+        self._lookups: dict[str, tuple[int, int, PrefixHit, int | None]] = {}
         self.clock = 0
         self._order = 0
 
@@ -73,19 +77,20 @@ class MemoryManager:
     def release(self, req_id: str) -> None:
         """Drop every page the request holds (end or preemption); cached
         content stays evictable.  The request stays registered."""
-        r = self.reqs[req_id]
+        r, release, stamp = self.reqs[req_id], self.pool.release, self._stamp
         for p in self.policies:
-            table = r.tables[p.gid]
+            gid = p.gid
+            table = r.tables[gid]
             for i in range(len(table) - 1, -1, -1):
                 if table[i] != NO_PAGE:
-                    self.pool.release(p.gid, table[i], self._stamp(p, r, i))
-            for page, key, prio in r.pending[p.gid]:
-                self.pool.release(p.gid, page, self._stamp_prio(prio))
-            r.pending[p.gid] = []
-            for page in r.scratch.pop(p.gid, {}).values():
-                self.pool.release(p.gid, page, self._stamp_prio(0))
+                    release(gid, table[i], stamp(p, r, i))
+            for page, key, prio in r.pending[gid]:
+                release(gid, page, self._stamp_prio(prio))
+            r.pending[gid] = []
+            for page in r.scratch.pop(gid, {}).values():
+                release(gid, page, self._stamp_prio(0))
             self._touch_prompt_end(p, r, table)
-            r.cached_upto[p.gid] = r.released_upto[p.gid] = 0
+            r.cached_upto[gid] = r.released_upto[gid] = 0
         r.tables = [p.init_table(r) for p in self.policies]
         r.hit_src.clear()
         r.num_computed = r.alloc_end = r.branch = r.hit_len = 0
@@ -110,30 +115,45 @@ class MemoryManager:
         """Release the request's pages and forget it."""
         self.release(req_id)
         del self.reqs[req_id]
+        self._lookups.pop(req_id, None)
 
     # ------------------------------------------------------------- prefix
     def lookup(self, req_id: str) -> PrefixHit:
         """Longest prefix of the request's known tokens cached in every group
-        (at most all but the last token, which must be computed)."""
+        (at most all but the last token, which must be computed).  May set
+        the request's branch point.  A request looked up again before any
+        key entered or left the cache, with no new tokens, gets the same
+        answer without a scan (a waiting request is looked up every step)."""
         n = len(self.policies)
         if not self.caching:
             return PrefixHit(0, (0,) * n)
         r = self.reqs[req_id]
+        memo = self._lookups.get(req_id)
+        if memo is None or memo[0] != self.pool.generation or memo[1] != len(r.tokens):
+            memo = (self.pool.generation, len(r.tokens)) + self._scan(r)
+            self._lookups[req_id] = memo
+        if memo[3] is not None:
+            r.branch = memo[3]
+        return memo[2]
+
+    def _scan(self, r: ReqMem) -> tuple[PrefixHit, int | None]:
+        """The hit, and the branch point to record (None: leave it)."""
         upper = len(r.tokens) - 1
         per_group = tuple(p.longest_hit(r, upper, self.pool) for p in self.policies)
         hit = self._agree(r, min(per_group, default=0), self.policies)
+        branch = None
         if self.rules.mamba_checkpoints == "jenga":
             others = [p for p in self.policies if not p.recurrent]
-            if len(others) < n:
+            if len(others) < len(self.policies):
                 free_run = self._agree(r, upper, others)
-                r.branch = free_run if free_run > hit else 0
+                branch = free_run if free_run > hit else 0
             elif self.rules.aligned:
                 # a group holds more than all agree on: a prefix others share
                 # ends there (Marconi's branch point); this request keeps the
                 # window before it so the next one hits it in every group
                 longest = max(per_group, default=0)
-                r.branch = longest if longest > hit else 0
-        return PrefixHit(hit, per_group)
+                branch = longest if longest > hit else 0
+        return PrefixHit(hit, per_group), branch
 
     def hit_granularity(self) -> int | None:
         """Hits end on multiples of this many tokens (every group must serve
@@ -162,12 +182,13 @@ class MemoryManager:
         the draft model's next proposals.  All or nothing: returns None and
         changes nothing (beyond evicting cached pages) when memory is short."""
         r = self.reqs[req_id]
+        if end <= r.grow_at and not spec and not hit_tokens and 0 <= start < end <= len(r.tokens) + 1:
+            # the common decode step: no group crosses a page boundary
+            r.spec, r.lookahead, r.alloc_end = 0, lookahead, end
+            return NOTHING
         if not 0 <= start < end <= len(r.tokens) + 1 + spec or not 0 <= spec < end - start + 1:
             raise ValueError(f"bad token range [{start}, {end}) (spec={spec}) for request {req_id!r}")
         r.spec, r.lookahead = spec, lookahead
-        if not hit_tokens and end <= r.grow_at and not spec and not (self.plan.vision_outside_pool and r.images):
-            r.alloc_end = end
-            return NOTHING
         log = ActionLog(now=self.clock)
         snaps = [p.snapshot(r) for p in self.policies]
         old = r.num_computed
@@ -177,8 +198,9 @@ class MemoryManager:
             for p in self.policies:
                 p.take_hit(r, hit_tokens, self.pool, log)
             r.num_computed = hit_tokens
+        pool, pack = self.pool, r.pack
         for p in self.policies:
-            if not p.grow(r, start, end, lambda g=p.gid: self.pool.allocate(g, req_id, r.pack[g]), self.pool, log):
+            if not p.grow(r, start, end, lambda g=p.gid: pool.allocate(g, req_id, pack[g]), pool, log):
                 for q, snap in zip(self.policies, snaps):
                     q.restore(r, snap, lambda i, page, q=q: self.pool.release(
                         q.gid, page, self._stamp(q, r, i) if i >= 0 else self._stamp_prio(0)))
@@ -190,40 +212,64 @@ class MemoryManager:
             r.hit_len = hit_tokens
         r.alloc_end = end
         self._refresh(r)
-        return log.freeze()
+        if log.copies or log.zeros or log.saves or log.encoder_runs:
+            return log.freeze()
+        return NOTHING   # a new page and nothing else for the runner to do
 
     def commit(self, req_id: str, num_computed: int) -> None:
         """The step ran: `num_computed` tokens are now in the pool.  Publish
         complete pages and checkpoints to the cache, drop pages held for the
         step only, and release pages no future token needs."""
         r = self.reqs[req_id]
-        if num_computed < r.commit_at and not any(r.pending) and not r.scratch:
+        if num_computed < r.commit_at:   # also -inf while pages are pending
             r.num_computed = num_computed
             return
+        pool, caching, changed = self.pool, self.caching, False
         for p in self.policies:
-            if num_computed < p.commit_threshold(r) and not r.pending[p.gid] and p.gid not in r.scratch:
+            gid, pending = p.gid, r.pending[p.gid]
+            if num_computed < p.commit_threshold(r) and not pending and gid not in r.scratch:
                 continue   # nothing for this group (others may have work)
-            table = r.tables[p.gid]
-            p.settle(r, num_computed, lambda page, prio=0, p=p: self.pool.release(p.gid, page, self._stamp_prio(prio)))
+            table = r.tables[gid]
+            if gid in r.scratch:
+                p.settle(r, num_computed, lambda page, prio=0, g=gid: pool.release(g, page, self._stamp_prio(prio)))
+                changed = True   # a recurrent group may adopt a draft's state page
             for i, key in p.cacheable(r, num_computed):
-                if self.caching:
-                    self.pool.set_key(p.gid, table[i], key)
-            for page, key, prio in r.pending[p.gid]:
-                if key is not None and self.caching:
-                    self.pool.set_key(p.gid, page, key)
-                self.pool.release(p.gid, page, self._stamp_prio(prio))
-            r.pending[p.gid] = []
+                if caching:
+                    pool.set_key(gid, table[i], key)
+            if pending:
+                for page, key, prio in pending:
+                    if key is not None and caching:
+                        pool.set_key(gid, page, key)
+                    pool.release(gid, page, self._stamp_prio(prio))
+                r.pending[gid] = []
             for i in p.out_of_scope(r, num_computed):
-                self.pool.release(p.gid, table[i], self._stamp(p, r, i))
+                pool.release(gid, table[i], self._stamp(p, r, i))
                 table[i] = NO_PAGE
+                changed = True
         r.num_computed = num_computed
-        self._refresh(r)
+        self._refresh(r, changed)
 
-    def _refresh(self, r: ReqMem) -> None:
-        """Tables changed: drop the cached tuple, re-read the thresholds."""
-        r.table_cache = None
-        r.grow_at = min(p.grow_threshold(r) for p in self.policies)
-        r.commit_at = min(p.commit_threshold(r) for p in self.policies)
+    def _refresh(self, r: ReqMem, tables_changed: bool = True) -> None:
+        """The request's pages changed: re-read the thresholds, and drop
+        the cached page tables if an entry changed (a commit that only
+        publishes pages leaves them as they were).  Every change to a
+        request's pages ends here (a failed allocation restores the state
+        of the last call), so the fast paths of `allocate` and `commit`
+        need only compare with the thresholds."""
+        if tables_changed:
+            r.table_cache = None
+        grow_at = commit_at = INF
+        for p in self.policies:
+            g, c = p.grow_threshold(r), p.commit_threshold(r)
+            if g < grow_at:
+                grow_at = g
+            if c < commit_at:
+                commit_at = c
+        if self.plan.vision_outside_pool and r.images:
+            grow_at = -INF   # the encoder reruns for every chunk: always allocate
+        if r.scratch or any(r.pending):
+            commit_at = -INF
+        r.grow_at, r.commit_at = grow_at, commit_at
 
     def _stamp(self, p, r: ReqMem, index: int) -> tuple[int, int]:
         return p.release_time(r, index, self.clock), self._prio(p.priority(r, index))
@@ -242,7 +288,7 @@ class MemoryManager:
         """The request's page table per group (cached until it changes)."""
         r = self.reqs[req_id]
         if r.table_cache is None:
-            r.table_cache = tuple(tuple(t) for t in r.tables)
+            r.table_cache = tuple(map(tuple, r.tables))
         return r.table_cache
 
     def holds_pages(self, req_id: str) -> bool:
@@ -261,14 +307,17 @@ class MemoryManager:
             return all(n <= s for n, s in zip(need, self.plan.static_share))
         return sum(need) <= self.plan.num_large_pages
 
-    def has_room_for(self, num_tokens: int, encoder_tokens: int) -> bool:
+    def has_room_for(self, num_tokens: int, encoder_tokens: int, chunk: int | None = None) -> bool:
         """Whether the pool could now hold a whole request of `num_tokens`
-        tokens: in free slots of its groups' large pages, then in free or
-        evictable large pages (a conservative test for admitting a prompt
-        that will take several chunks to prefill)."""
+        tokens, computed at most `chunk` tokens a step (default: all at
+        once), at its peak: in free slots of its groups' large pages, then in
+        free or evictable large pages (a conservative test for admitting a
+        prompt that will take several chunks to prefill)."""
         pool, need = self.pool, []
         for p, g in zip(self.policies, self.plan.groups):
-            pages = p.footprint_pages(num_tokens, encoder_tokens) + (0 if p.recurrent else 1)
+            # the peak, not the end state: a window group holds a whole
+            # chunk past its window while the chunk runs
+            pages = p.peak_pages(num_tokens, encoder_tokens, chunk or num_tokens) + (0 if p.recurrent else 1)
             slots = pool.held[g.gid] * g.per_large - pool.n_used[g.gid] - pool.n_cached[g.gid]
             need.append(-(-max(0, pages - slots) // g.per_large))
         if self.plan.static_share:
@@ -278,11 +327,12 @@ class MemoryManager:
     def usage(self) -> MemoryUsage:
         """Bytes used, cached, free and still needed, overall and per group."""
         per = []
+        active = [r for r in self.reqs.values() if r.alloc_end]
         for p, g in zip(self.policies, self.plan.groups):
             used, cached = self.pool.counts(g.gid)
             unit = g.spec.unit_bytes() * len(g.layers)
             # a page shared by k requests holds its tokens once, not k times
-            units = sum(p.needed_units(r) for r in self.reqs.values() if r.alloc_end)
+            units = p.total_needed_units(active)
             needed = max(0, units - self.pool.n_shared[g.gid] * g.page_tokens) * unit
             per.append(GroupUsage(g.gid, g.spec.describe(), used * g.small_page_bytes,
                                   cached * g.small_page_bytes, needed,

@@ -15,12 +15,17 @@ Baselines without request-aware placement try 4, 2, 5, 3.  The `static`
 baseline may only take steps 2 and 3 within its group's share.
 
 Eviction order is by stamp `(time, priority)`, smallest first; the manager
-chooses stamps (see policies).  Heaps are lazy: stale entries are skipped.
+chooses stamps (see policies).  Heaps are lazy: stale entries are skipped,
+and a heap is rebuilt from its live entries once stale ones outnumber them,
+so it stays proportional to the pages it can return.  Counters kept on
+every state change (idle large pages, the cache generation) make the
+scheduler's questions O(groups) instead of O(pages).
 """
 
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Hashable
 
 from .plan import MemoryPlan
@@ -29,8 +34,14 @@ from .rules import AllocatorRules
 Stamp = tuple[int, int]
 
 
+def _zeros(n: int) -> array:
+    return array("q", bytes(8 * n))
+
+
 class PagePool:
     """Page states for every group of one plan.  Mutated only via methods."""
+
+    HEAP_SLACK = 64   # stale heap entries tolerated beyond twice the live ones
 
     def __init__(self, plan: MemoryPlan, rules: AllocatorRules) -> None:
         self.plan, self.rules = plan, rules
@@ -38,15 +49,19 @@ class PagePool:
         self.per_large = [g.per_large for g in groups]
         self.large_group: list[int | None] = [None] * n
         self.large_owner: list[Hashable | None] = [None] * n
-        self.large_used = [0] * n
-        self.large_cached = [0] * n
-        self.large_version = [0] * n
-        self.free_large = list(range(n - 1, -1, -1))  # pop() yields the lowest id
+        # per-page integers live in arrays: a list of n ints is n objects
+        # for the garbage collector to visit on every full collection
+        self.large_used = _zeros(n)
+        self.large_cached = _zeros(n)
+        self.large_version = _zeros(n)
+        self.free_large = array("q", range(n - 1, -1, -1))  # pop() yields the lowest id
         self.held = [0] * len(groups)
-        self.ref = [[0] * (n * p) for p in self.per_large]
+        self.ref = [_zeros(n * p) for p in self.per_large]
         self.key: list[list[Hashable | None]] = [[None] * (n * p) for p in self.per_large]
         self.stamp: list[list[Stamp]] = [[(0, 0)] * (n * p) for p in self.per_large]
-        self.small_version = [[0] * (n * p) for p in self.per_large]
+        self.small_version = [_zeros(n * p) for p in self.per_large]
+        # held large page -> its free slots; a full page has no entry (one
+        # empty list per page would be ~all large pages, each a GC object)
         self.free_slots: dict[int, list[int]] = {}
         self.open_heap: list[list[int]] = [[] for _ in groups]
         self.owned: dict[Hashable, list[set[int]]] = {}
@@ -59,6 +74,23 @@ class PagePool:
         self.n_used = [0] * len(groups)
         self.n_cached = [0] * len(groups)
         self.n_shared = [0] * len(groups)   # sum over pages of (references - 1)
+        self.idle = [0] * len(groups)       # large pages of the group with no page in use
+        # bumped whenever a key enters or leaves a cache index: a prefix
+        # lookup made at one generation is still valid at the same one
+        self.generation = 0
+        self._steps = [{pack: self._steps_for(per, pack) for pack in (False, True)} for per in self.per_large]
+
+    def _steps_for(self, per: int, pack: bool) -> tuple:
+        """The allocation order (module doc).  A group whose small page
+        fills a large page never has a free slot in a held large page (it
+        returns to the pool as its page frees), so it skips the slot steps."""
+        if self.rules.request_aware and pack:
+            steps = (self._own_slot, self._any_slot, self._empty_large, self._evict_large, self._evict_small)
+        elif self.rules.request_aware:
+            steps = (self._own_slot, self._empty_large, self._evict_large, self._any_slot, self._evict_small)
+        else:
+            steps = (self._any_slot, self._empty_large, self._evict_small, self._evict_large)
+        return steps if per > 1 else tuple(s for s in steps if s not in (self._own_slot, self._any_slot))
 
     # ----------------------------------------------------------- queries
     def large_of(self, gid: int, page: int) -> int:
@@ -74,15 +106,18 @@ class PagePool:
     def num_free_large(self) -> int:
         return len(self.free_large)
 
+    def cached_mask(self, gid: int, keys: list[Hashable]) -> list[bool]:
+        """For each key, whether group gid caches it (one pass, no per-key
+        method call: prefix lookups test every page of a prompt)."""
+        index = self.cache_map[gid]
+        return [k in index for k in keys]
+
     def num_reclaimable_large(self, gid: int | None = None) -> int:
         """Large pages that are free or hold only evictable pages (of group
-        gid's partition when the pool is partitioned).  O(large pages)."""
+        gid's partition when the pool is partitioned).  O(groups)."""
         if self.share is not None and gid is not None:
-            idle = sum(1 for lp, g in enumerate(self.large_group)
-                       if g == gid and self.large_used[lp] == 0)
-            return self.share[gid] - self.held[gid] + idle
-        return len(self.free_large) + sum(1 for lp, g in enumerate(self.large_group)
-                                          if g is not None and self.large_used[lp] == 0)
+            return self.share[gid] - self.held[gid] + self.idle[gid]
+        return len(self.free_large) + sum(self.idle)
 
     def counts(self, gid: int) -> tuple[int, int]:
         """(used, evictable) small pages of group gid."""
@@ -95,13 +130,7 @@ class PagePool:
         `pack`: the owner will not fill a large page of this group, so it
         takes free slots in others' large pages before opening its own
         (keeping whole large pages free for groups with big pages)."""
-        if self.rules.request_aware and pack:
-            steps = (self._own_slot, self._any_slot, self._empty_large, self._evict_large, self._evict_small)
-        elif self.rules.request_aware:
-            steps = (self._own_slot, self._empty_large, self._evict_large, self._any_slot, self._evict_small)
-        else:
-            steps = (self._any_slot, self._empty_large, self._evict_small, self._evict_large)
-        for step in steps:
+        for step in self._steps[gid][pack]:
             page = step(gid, owner)
             if page is not None:
                 self._take(gid, page)
@@ -114,11 +143,8 @@ class PagePool:
             return None
         return self.free_slots[min(mine[gid])][-1]
 
-    def _may_grow(self, gid: int) -> bool:
-        return self.share is None or self.held[gid] < self.share[gid]
-
     def _empty_large(self, gid: int, owner: Hashable) -> int | None:
-        if not self.free_large or not self._may_grow(gid):
+        if not self.free_large or (self.share is not None and self.held[gid] >= self.share[gid]):
             return None
         return self._open_large(self.free_large.pop(), gid, owner)
 
@@ -160,30 +186,49 @@ class PagePool:
                 self._drop_key(gid, page)
                 self._to_free(gid, page)
                 if self.large_group[self.large_of(gid, page)] is None:   # its large page emptied
-                    return self._empty_large(gid, owner) if self._may_grow(gid) else None
+                    return self._empty_large(gid, owner)
                 return page
         return None
 
     def _open_large(self, lp: int, gid: int, owner: Hashable) -> int:
+        """Give empty large page lp to gid and owner; returns its first
+        slot, which the caller takes at once.  A page of one slot is then
+        full, so it gets no free-slot list and is never filed as open."""
         per = self.per_large[gid]
         self.large_group[lp], self.large_owner[lp] = gid, owner
         self.held[gid] += 1
-        self.free_slots[lp] = list(range(lp * per + per - 1, lp * per - 1, -1))
-        heapq.heappush(self.open_heap[gid], lp)
+        self.idle[gid] += 1   # until _take marks the slot used
+        if per > 1:
+            self.free_slots[lp] = list(range(lp * per + per - 1, lp * per - 1, -1))
+            self._push_open(gid, lp)
         if owner is not None:
-            self.owned.setdefault(owner, [set() for _ in self.per_large])[gid].add(lp)
-            self.own_open.setdefault(owner, [set() for _ in self.per_large])[gid].add(lp)
-        return self.free_slots[lp][-1]
+            owned = self.owned.get(owner)
+            if owned is None:
+                owned = self.owned[owner] = [set() for _ in self.per_large]
+                self.own_open[owner] = [set() for _ in self.per_large]
+            owned[gid].add(lp)
+            if per > 1:
+                self.own_open[owner][gid].add(lp)
+        return lp * per
 
     def _take(self, gid: int, page: int) -> None:
-        lp = self.large_of(gid, page)
-        assert self.free_slots[lp][-1] == page
-        self.free_slots[lp].pop()
-        if not self.free_slots[lp]:
-            self._own_open_discard(lp, gid)
+        """Mark free `page` used (ref 1): the last free slot of its large
+        page's list, or the one slot of a large page just opened."""
+        lp = page // self.per_large[gid]
+        slots = self.free_slots.get(lp)
+        if slots is not None:
+            assert slots[-1] == page
+            slots.pop()
+            if not slots:
+                del self.free_slots[lp]
+                self._own_open_discard(lp, gid)
+        assert not self.ref[gid][page], f"group {gid} page {page} is not free"
         self.ref[gid][page] = 1
         self.n_used[gid] += 1
-        self._set_used(lp, +1)
+        if not self.large_used[lp]:
+            self.large_version[lp] += 1   # no longer fully evictable
+            self.idle[gid] -= 1
+        self.large_used[lp] += 1
 
     # ---------------------------------------------------- ref counting
     def incref(self, gid: int, page: int) -> None:
@@ -204,27 +249,31 @@ class PagePool:
     def release(self, gid: int, page: int, stamp: Stamp) -> None:
         """Drop one reference.  At zero the page becomes evictable with
         `stamp` if it holds cached content, otherwise free."""
-        if self.ref[gid][page] <= 0:
+        refs = self.ref[gid]
+        if refs[page] <= 0:
             raise ValueError(f"group {gid} page {page} released more often than taken")
-        self.ref[gid][page] -= 1
-        if self.ref[gid][page]:
+        refs[page] -= 1
+        if refs[page]:
             self.n_shared[gid] -= 1
             return
-        lp = self.large_of(gid, page)
-        self.large_used[lp] -= 1
+        lp = page // self.per_large[gid]
+        used = self.large_used[lp] = self.large_used[lp] - 1
+        if not used:
+            self.idle[gid] += 1
         self.n_used[gid] -= 1
         if self.key[gid][page] is None:
-            self.free_slots[lp].append(page)
+            self.free_slots.setdefault(lp, []).append(page)
             self._after_free_slot(gid, lp)
-            if self.large_group[lp] is not None:
+            if not used and self.large_group[lp] is not None:
                 self._maybe_fully_evictable(lp)
             return
         self.stamp[gid][page] = stamp
         self.small_version[gid][page] += 1
         self.large_cached[lp] += 1
         self.n_cached[gid] += 1
-        heapq.heappush(self.cached_heap[gid], (stamp, page, self.small_version[gid][page]))
-        self._maybe_fully_evictable(lp)
+        self._push_cached(gid, page)
+        if not used:   # its large page may now hold only cached content
+            self._maybe_fully_evictable(lp)
 
     def touch(self, gid: int, page: int, stamp: Stamp) -> bool:
         """Re-stamp an evictable page as used at `stamp` (a later access
@@ -234,7 +283,7 @@ class PagePool:
             return False
         self.stamp[gid][page] = stamp
         self.small_version[gid][page] += 1
-        heapq.heappush(self.cached_heap[gid], (stamp, page, self.small_version[gid][page]))
+        self._push_cached(gid, page)
         self._maybe_fully_evictable(self.large_of(gid, page))
         return True
 
@@ -245,14 +294,17 @@ class PagePool:
         False, recording nothing, when a copy in use already holds the key."""
         if self.ref[gid][page] <= 0:
             raise ValueError(f"group {gid} page {page} is not in use")
-        old = self.cache_map[gid].get(key)
-        if old is not None and old != page and self.is_evictable(gid, old) and self.key[gid][page] is None:
+        index, keys = self.cache_map[gid], self.key[gid]
+        old = index.get(key)   # pages are ints: None means absent
+        if old is not None and old != page and keys[page] is None and self.is_evictable(gid, old):
             self._drop_key(gid, old)
             self._to_free(gid, old)
-        if self.key[gid][page] is not None or key in self.cache_map[gid]:
-            return self.cache_map[gid].get(key) == page
-        self.key[gid][page] = key
-        self.cache_map[gid][key] = page
+            old = None
+        if keys[page] is not None or old is not None:
+            return old == page
+        keys[page] = key
+        index[key] = page
+        self.generation += 1
         return True
 
     def _own_open_discard(self, lp: int, gid: int) -> None:
@@ -287,12 +339,14 @@ class PagePool:
         self.large_used[lp] += delta
         if was_idle and self.large_used[lp] > 0:
             self.large_version[lp] += 1   # no longer fully evictable
+            self.idle[self.large_group[lp]] -= 1
 
     def _drop_key(self, gid: int, page: int) -> None:
         del self.cache_map[gid][self.key[gid][page]]
         self.key[gid][page] = None
         self.small_version[gid][page] += 1
         self.evictions[gid] += 1
+        self.generation += 1
 
     def _to_free(self, gid: int, page: int, requeue: bool = True) -> None:
         """An evictable page whose key was just dropped becomes free;
@@ -300,7 +354,7 @@ class PagePool:
         lp = self.large_of(gid, page)
         self.large_cached[lp] -= 1
         self.n_cached[gid] -= 1
-        self.free_slots[lp].append(page)
+        self.free_slots.setdefault(lp, []).append(page)
         self.large_version[lp] += 1
         self._after_free_slot(gid, lp)
         if requeue and self.large_group[lp] is not None:
@@ -316,11 +370,12 @@ class PagePool:
                 self.own_open[owner][gid].discard(lp)
             self.large_group[lp] = self.large_owner[lp] = None
             self.held[gid] -= 1
+            self.idle[gid] -= 1
             self.large_version[lp] += 1
             self.free_large.append(lp)
             return
         if len(slots) == 1:
-            heapq.heappush(self.open_heap[gid], lp)
+            self._push_open(gid, lp)
             if owner is not None and owner in self.own_open:
                 self.own_open[owner][gid].add(lp)
 
@@ -328,65 +383,56 @@ class PagePool:
         if self.large_used[lp] or not self.large_cached[lp]:
             return
         gid = self.large_group[lp]
-        per = self.per_large[gid]
-        latest = max(self.stamp[gid][p] for p in range(lp * per, lp * per + per)
-                     if self.key[gid][p] is not None)
+        per, stamps = self.per_large[gid], self.stamp[gid]
+        if per == 1:
+            latest = stamps[lp]
+        else:
+            keys = self.key[gid]
+            latest = max(stamps[p] for p in range(lp * per, lp * per + per) if keys[p] is not None)
         self.large_version[lp] += 1
-        heapq.heappush(self.large_heap[gid], (latest, lp, self.large_version[lp]))
+        heap = self.large_heap[gid]
+        heapq.heappush(heap, (latest, lp, self.large_version[lp]))
+        if len(heap) > 2 * self.held[gid] + self.HEAP_SLACK:
+            self._rebuild(heap, lambda e: self._large_live(gid, e))
+
+    # Lazy heaps keep stale entries until popped; with few evictions they
+    # would grow by one entry per release forever.  Rebuilding from the live
+    # entries (at most one per page, all distinct) keeps the pop order.
+    def _push_cached(self, gid: int, page: int) -> None:
+        heap = self.cached_heap[gid]
+        heapq.heappush(heap, (self.stamp[gid][page], page, self.small_version[gid][page]))
+        if len(heap) > 2 * self.n_cached[gid] + self.HEAP_SLACK:
+            ver, ref, key = self.small_version[gid], self.ref[gid], self.key[gid]
+            self._rebuild(heap, lambda e: e[2] == ver[e[1]] and not ref[e[1]] and key[e[1]] is not None)
+
+    def _push_open(self, gid: int, lp: int) -> None:
+        heap = self.open_heap[gid]
+        heapq.heappush(heap, lp)
+        if len(heap) > 2 * self.held[gid] + self.HEAP_SLACK:
+            heap[:] = sorted({x for x in heap if self.large_group[x] == gid and self.free_slots.get(x)})
+
+    @staticmethod
+    def _rebuild(heap: list, live) -> None:
+        heap[:] = [e for e in heap if live(e)]
+        heapq.heapify(heap)
+
+    def _large_live(self, gid: int, entry) -> bool:
+        _, lp, ver = entry
+        return ver == self.large_version[lp] and self.large_group[lp] == gid \
+            and self.large_used[lp] == 0 and self.large_cached[lp] > 0
 
     def _peek_large(self, gid: int):
         heap = self.large_heap[gid]
         while heap:
-            _, lp, ver = heap[0]
-            if ver == self.large_version[lp] and self.large_group[lp] == gid \
-                    and self.large_used[lp] == 0 and self.large_cached[lp] > 0:
+            if self._large_live(gid, heap[0]):
                 return heap[0]
             heapq.heappop(heap)
         return None
 
     # -------------------------------------------------------- invariants
     def check_invariants(self, refs: list[dict[int, int]]) -> None:
-        """Assert the pool agrees with `refs` (gid -> page -> references
-        the manager's requests hold) and with itself: every large page is
-        free or in exactly one group; its used / evictable / free small
-        pages add up; the cache index and keys agree; nothing leaks."""
-        n = len(self.large_group)
-        assert sorted(self.free_large) == [lp for lp in range(n) if self.large_group[lp] is None], \
-            "free large-page list disagrees with large-page owners"
-        assert len(set(self.free_large)) == len(self.free_large), "large page freed twice"
-        for gid, per in enumerate(self.per_large):
-            assert self.held[gid] == sum(1 for g in self.large_group if g == gid), f"group {gid}: held count"
-            if self.share is not None:
-                assert self.held[gid] <= self.share[gid], f"group {gid} exceeds its static share"
-            for key, page in self.cache_map[gid].items():
-                assert self.key[gid][page] == key, f"group {gid}: cache index points to page {page} wrongly"
-            used = cached = 0
-            for page in range(n * per):
-                lp, ref, key = page // per, self.ref[gid][page], self.key[gid][page]
-                assert ref == refs[gid].get(page, 0), \
-                    f"group {gid} page {page}: ref {ref} but requests hold {refs[gid].get(page, 0)}"
-                if self.large_group[lp] != gid:
-                    assert ref == 0 and key is None, f"group {gid} page {page} lives in a foreign large page"
-                    continue
-                used += ref > 0
-                cached += ref == 0 and key is not None
-            assert (used, cached) == (self.n_used[gid], self.n_cached[gid]), f"group {gid}: counters drifted"
-            shared = sum(max(0, r - 1) for r in self.ref[gid])
-            assert shared == self.n_shared[gid], f"group {gid}: shared-reference count drifted"
-        for lp in range(n):
-            gid = self.large_group[lp]
-            if gid is None:
-                assert lp not in self.free_slots, f"free large page {lp} still has slots"
-                continue
-            per = self.per_large[gid]
-            pages = range(lp * per, lp * per + per)
-            used = sum(1 for p in pages if self.ref[gid][p] > 0)
-            cached = sum(1 for p in pages if self.ref[gid][p] == 0 and self.key[gid][p] is not None)
-            free = sorted(p for p in pages if self.ref[gid][p] == 0 and self.key[gid][p] is None)
-            assert (used, cached) == (self.large_used[lp], self.large_cached[lp]), f"large page {lp}: counts"
-            assert sorted(self.free_slots[lp]) == free, f"large page {lp}: free-slot list"
-            assert used + cached > 0, f"large page {lp} is wholly free but not returned to the pool"
-            owner = self.large_owner[lp]
-            if owner is not None and owner in self.own_open:
-                assert (lp in self.own_open[owner][gid]) == bool(self.free_slots[lp]), \
-                    f"large page {lp}: owner's open set disagrees with its free slots"
+        """Assert the pool agrees with `refs` (gid -> page -> references the
+        manager's requests hold) and with itself (memory/pool_check.py)."""
+        from .pool_check import check_pool
+
+        check_pool(self, refs)

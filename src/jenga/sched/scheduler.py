@@ -16,12 +16,15 @@ from __future__ import annotations
 from collections import deque
 from typing import NamedTuple
 
-from ..memory.manager import MemoryManager
+from ..memory.manager import NOTHING, MemoryManager
 from .config import SchedulerConfig
 from .prefill_wait import InflightPrefills
 from .request import FinishReason, Request, Status
 from .stats import SchedulerStats
 from .step import PageCopy, SeqStep, StateSave, StepPlan, StepResult
+
+
+_new_tuple = tuple.__new__
 
 
 class QueueFull(RuntimeError):
@@ -127,25 +130,30 @@ class Scheduler:
         memory is short; returns (budget left, whether it preempted)."""
         preempted = False
         i, running, allocate = 0, self.running, self.manager.allocate
+        drafting = self.config.num_speculative_tokens > 0
         while i < len(running) and budget > 0:
             req = running[i]
             start = req.num_computed
-            n = min(len(req.all_token_ids) - start, budget)
-            spec = self._spec_for(req, start, n, budget)
-            look = self._lookahead(req, spec)
-            actions = allocate(req.req_id, start, start + n + spec, spec=spec, lookahead=look)
+            n = len(req.all_token_ids) - start
+            if n > budget:
+                n = budget
+            # a plain decode skips the draft arithmetic (both are then 0)
+            spec = self._spec_for(req, start, n, budget) if req.spec_token_ids else 0
+            look = self._lookahead(req, spec) if drafting else 0
+            end = start + n + spec
+            actions = allocate(req.req_id, start, end, 0, spec, look)
             while actions is None:
                 victim = running[-1]
                 self._preempt(victim)
                 preempted = True
                 if victim is req:
                     break
-                actions = allocate(req.req_id, start, start + n + spec, spec=spec, lookahead=look)
+                actions = allocate(req.req_id, start, end, 0, spec, look)
             if actions is None:
                 if not self.running:   # it could not fit even alone
                     self._error(req)
                 continue
-            chosen.append((req, start, start + n + spec, actions))
+            chosen.append((req, start, end, actions))
             budget -= n + spec
             i += 1
         return budget, preempted
@@ -168,6 +176,8 @@ class Scheduler:
         still prefilling: it goes next, with the hit (sched/prefill_wait.py);
         letting later requests pass would spend the memory that keeps the
         shared prefix cached."""
+        if not self.waiting or budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+            return budget   # nothing can be admitted: skip the scan of running prefills
         wait = self.config.shared_prefill_wait if self.config.enable_prefix_caching else 0
         inflight = InflightPrefills(wait, self.running, self.manager.hit_granularity())
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
@@ -184,7 +194,8 @@ class Scheduler:
                 n = budget
                 # admit a long prompt only if all of it fits now: taking it a
                 # chunk at a time and preempting halfway wastes its prefill
-                if (self.running or chosen) and not self.manager.has_room_for(req.num_tokens, req.num_encoder_tokens):
+                if (self.running or chosen) and not self.manager.has_room_for(
+                        req.num_tokens, req.num_encoder_tokens, self.config.max_num_batched_tokens):
                     self.stats.waiting_for_memory = True
                     break
             actions = self.manager.allocate(req.req_id, start, start + n, hit_tokens=start,
@@ -227,16 +238,28 @@ class Scheduler:
         seqs, copies, zeros = [], [], []
         tables = self.manager.page_tables
         for req, start, end, act in chosen:
-            saves = tuple(StateSave(*x) for x in act.saves) if act.saves else ()
-            known = len(req.all_token_ids)
-            spec = end - known if end > known else 0
-            tokens = tuple(req.all_token_ids[start:end]) + (req.spec_token_ids[:spec] if spec else ())
-            seqs.append(SeqStep(req.req_id, tokens, start, tables(req.req_id), end - spec == known,
-                                req.params, req.prompt_len, req.images, act.encoder_runs, saves, spec))
-            if act.copies:
-                copies += [PageCopy(*x) for x in act.copies]
-            if act.zeros:
-                zeros += act.zeros
+            if act is NOTHING:   # most steps: pages only, nothing else to run
+                saves = runs = ()
+            else:
+                saves = tuple(StateSave(*x) for x in act.saves) if act.saves else ()
+                runs = act.encoder_runs
+                if act.copies:
+                    copies += [PageCopy(*x) for x in act.copies]
+                if act.zeros:
+                    zeros += act.zeros
+            tokens = req.all_token_ids
+            known = len(tokens)
+            if end > known:   # draft tokens follow the known ones
+                spec = end - known
+                ids = tuple(tokens[start:end]) + req.spec_token_ids[:spec]
+            else:
+                spec = 0
+                ids = (tokens[start],) if end == start + 1 else tuple(tokens[start:end])
+            # SeqStep's own __new__ is a Python function; building the tuple
+            # directly halves the cost of the one object made per request
+            seqs.append(_new_tuple(SeqStep, (req.req_id, ids, start, tables(req.req_id), end - spec == known,
+                                             req.params, len(req.prompt_token_ids), req.images,
+                                             runs, saves, spec)))
         finished, self._finished_ids = tuple(self._finished_ids), []
         return StepPlan(self._step, tuple(seqs), tuple(copies), tuple(zeros), finished)
 
@@ -246,42 +269,44 @@ class Scheduler:
         (plus requests ended with an error while scheduling)."""
         out, self._errors = self._errors, []
         sampled, requests, commit = result.sampled, self.requests, self.manager.commit
+        drafts, running, stop = result.draft_tokens, Status.RUNNING, self._stop_reason
         for seq in plan.seqs:
-            req = requests.get(seq.req_id)
-            if req is None or req.status is not Status.RUNNING:
+            rid, sample, num_spec = seq.req_id, seq.sample, seq.num_spec
+            req = requests.get(rid)
+            if req is None or req.status is not running:
                 continue   # aborted or preempted since the plan was made
             end = seq.start + len(seq.token_ids)
-            new: tuple[int, ...] = tuple(sampled.get(seq.req_id, ())) if seq.sample else ()
-            if seq.num_spec:   # inputs past the accepted drafts hold rejected state
-                accepted = max(0, min(len(new) - 1, seq.num_spec))
-                end -= seq.num_spec - accepted
-                self.stats.draft_tokens += seq.num_spec
+            new: tuple[int, ...] = tuple(sampled.get(rid, ())) if sample else ()
+            if num_spec:   # inputs past the accepted drafts hold rejected state
+                accepted = max(0, min(len(new) - 1, num_spec))
+                end -= num_spec - accepted
+                self.stats.draft_tokens += num_spec
                 self.stats.accepted_tokens += accepted
-            commit(req.req_id, end)
+            commit(rid, end)
             req.num_computed = end
-            req.spec_token_ids = tuple(result.draft_tokens.get(seq.req_id, ()))
+            req.spec_token_ids = tuple(drafts.get(rid, ())) if drafts else ()
             reason = None
-            if seq.sample:
+            if new:
                 for i, tok in enumerate(new):
                     req.append_output(tok)
-                    reason = self._stop_reason(req, tok)
+                    reason = stop(req, tok)
                     if reason is not None:
                         new = new[:i + 1]
                         break
-                if new and req.first_token_time is None:
+                if req.first_token_time is None:
                     req.first_token_time = now
             if reason is not None:
                 req.finish_time = now
                 self.running.remove(req)
                 self._finish(req, reason)
-            out.append(RequestUpdate(req.req_id, new, reason is not None, reason, req.num_cached))
+            # a NamedTuple built directly: one per request per step
+            out.append(_new_tuple(RequestUpdate, (rid, new, reason is not None, reason, req.num_cached)))
         return out
 
     def _stop_reason(self, req: Request, tok: int) -> FinishReason | None:
         p, n_out = req.params, len(req.output_token_ids)
-        if n_out >= p.min_tokens:
-            if (not p.ignore_eos and tok == req.eos_token_id) or tok in p.stop_token_ids:
-                return FinishReason.STOP
+        if n_out >= p.min_tokens and ((tok == req.eos_token_id and not p.ignore_eos) or tok in p.stop_token_ids):
+            return FinishReason.STOP
         if n_out >= p.max_tokens or len(req.all_token_ids) >= self.max_model_len:
             return FinishReason.LENGTH
         return None

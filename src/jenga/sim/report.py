@@ -1,6 +1,9 @@
 """Simulation reports as text tables and plots (for `jenga simulate`).
 
-`format_reports` prints one row per allocator; `plot_reports` draws, per
+`format_reports` prints one row per allocator (utilisation is true need /
+pool bytes when memory first refused in a step, sim/saturation.py: "mem
+util" over memory-bound steps, "at fail" over failed allocations of running
+requests only); `plot_reports` draws, per
 allocator, memory held by each group over time (stacked) and the batch
 size over time, into one PNG (matplotlib's Agg backend: no display).
 """
@@ -22,20 +25,22 @@ def format_reports(reports: tuple[SimReport, ...] | list[SimReport], comparison:
     """A fixed-width table of the reports' main numbers; with a comparison,
     a last column gives its reference allocator's speedup over each row."""
     head = (f"{'allocator':<10} {'done':>5} {'err':>4} {'time s':>9} {'req/s':>8} {'tok/s':>9} {'mem util':>8} "
-            f"{'decode bs':>9} {'hit rate':>8} {'preempt':>7} {'TTFT ms':>9} {'TPOT ms':>8}")
+            f"{'at fail':>8} {'decode bs':>9} {'hit rate':>8} {'preempt':>7} {'TTFT ms':>9} {'TPOT ms':>8}")
     if comparison:
         head += f" {comparison.reference + '/x':>10}"
     lines = [head]
     for r in reports:
         util = f"{100 * r.mem_util:.1f}%" + ("" if r.saturated else "*")
+        fail = r.saturation.util_preempt
+        fail_s = "n/a" if fail is None else f"{100 * fail:.1f}%"
         row = (f"{r.allocator:<10} {r.finished:>5} {r.rejected + r.errored:>4} {r.duration_s:>9.2f} "
-               f"{r.throughput_rps:>8.3f} {r.throughput_tps:>9.1f} {util:>8} {r.mean_decode_batch:>9.2f} "
+               f"{r.throughput_rps:>8.3f} {r.throughput_tps:>9.1f} {util:>8} {fail_s:>8} {r.mean_decode_batch:>9.2f} "
                f"{100 * r.prefix_hit_rate:>7.1f}% {r.preemptions:>7} {_ms(r.mean_ttft_s):>9} {_ms(r.mean_tpot_s):>8}")
         if comparison:
             row += f" {comparison.speedups[r.allocator]:>10.2f}"
         lines.append(row)
     if any(not r.saturated for r in reports):
-        lines.append("* memory never saturated: utilisation is the mean over all steps")
+        lines.append("* memory never bound: utilisation is the mean over all steps")
     return "\n".join(lines)
 
 

@@ -6,15 +6,18 @@ have arrived, `schedule()`, cost the plan (`SimRunner`), advance the clock
 by the step's time, `update()`.  When nothing runs or waits the clock jumps
 to the next arrival.  Only the memory plan changes between allocators, so
 differences in throughput come from how many requests memory admits.
-`compare()` runs several allocators on the same requests.
+`compare()` runs several allocators on the same requests.  Utilisation is
+measured by sim/saturation.py: true need (the jenga plan's policies, the
+same for every allocator) over pool bytes, at the instant memory first
+refused something in a step.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-from ..memory.manager import MemoryManager
+from ..memory.footprint import TrueNeed
 from ..memory.plan import MemoryPlan
 from ..memory.spec import ModelShape
 from ..sched.config import SchedulerConfig
@@ -25,13 +28,15 @@ from ..sched.step import StepResult
 from .cost import CostParams
 from .gpus import GPUSpec
 from .runner import SimRunner
+from .saturation import ObservedManager, PoolSample, SaturationSummary
 from .trace import TraceRequest
 
 
 @dataclass(frozen=True)
 class SimSeries:
     """Per step: clock after the step, bytes in pages held per group, bytes
-    still needed overall, and the number of sequences in the step."""
+    the layers truly need (TrueNeed, right after scheduling: the step's
+    peak), and the number of sequences in the step."""
 
     group_labels: tuple[str, ...]
     times: tuple[float, ...]
@@ -46,12 +51,17 @@ class SimReport:
 
     finished: requests that ran to their output length; rejected: refused
     at admission (longer than the context or the pool); errored: ended by
-    the scheduler because they could never fit.  mem_util: mean over
-    saturated steps (a request waited for memory) of needed / pool bytes;
-    when no step was saturated, the mean over all steps and `saturated` is
-    False.  mean_decode_batch: mean number of decoding sequences over steps
-    that decode.  encoder_runs: images encoded (re-runs included).  Latency
-    means are None when no request defines them.
+    the scheduler because they could never fit.  Utilisation is true need
+    / pool bytes sampled when memory first refused in a step
+    (sim/saturation.py).  mem_util: its mean over memory-bound steps (a
+    running request's allocation failed, or admission was refused with
+    fewer free bytes than asked); when there were none, the mean over all
+    steps after scheduling and `saturated` is False.  `saturation` has the
+    other means (at failed allocations only, the allocator's own count,
+    bytes held, page rounding) and step counts.  mean_decode_batch: mean
+    number of decoding sequences over steps that decode.  encoder_runs:
+    images encoded (re-runs included).  Latency means are None when no
+    request defines them.
     """
 
     allocator: str
@@ -69,6 +79,7 @@ class SimReport:
     steps: int
     mem_util: float
     saturated: bool
+    saturation: SaturationSummary
     mean_decode_batch: float
     prefix_hit_rate: float
     preemptions: int
@@ -89,7 +100,8 @@ class SimReport:
     def summary(self) -> dict:
         """The scalar results, JSON-ready (no time series)."""
         out = {k: v for k, v in self.__dict__.items() if k != "series"}
-        out.update(throughput_rps=self.throughput_rps, throughput_tps=self.throughput_tps)
+        out.update(saturation=asdict(self.saturation), throughput_rps=self.throughput_rps,
+                   throughput_tps=self.throughput_tps)
         return out
 
 
@@ -115,7 +127,7 @@ class _Recorder:
         self.needed: list[int] = []
         self.batch: list[int] = []
         self.util_all: list[float] = []
-        self.util_sat: list[float] = []
+        self.samples: list[PoolSample] = []
         self.decode_batches: list[int] = []
         self.first: dict[str, float] = {}
         self.ttft: list[float] = []
@@ -123,17 +135,17 @@ class _Recorder:
         self.latency: list[float] = []
         self.finished = self.errored = self.output_tokens = self.encoder_runs = 0
 
-    def step(self, clock: float, usage, plan, saturated: bool) -> None:
-        util = usage.needed_bytes / usage.pool_bytes if usage.pool_bytes else 0.0
-        self.util_all.append(util)
-        if saturated:
-            self.util_sat.append(util)
+    def step(self, clock: float, manager: ObservedManager, plan) -> None:
+        usage, need = manager.usage(), sum(manager.need())
+        self.util_all.append(need / usage.pool_bytes)
+        if manager.sample is not None:
+            self.samples.append(manager.sample)
         decoding = sum(1 for s in plan.seqs if s.start >= s.prompt_len)
         if decoding:
             self.decode_batches.append(decoding)
         self.times.append(clock)
         self.used.append(tuple(g.used_bytes for g in usage.per_group))
-        self.needed.append(usage.needed_bytes)
+        self.needed.append(need)
         self.batch.append(len(plan.seqs))
 
     def update(self, u, clock: float, arrival: float, n_out: int) -> None:
@@ -183,8 +195,9 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
         budget = default_kv_budget(shape, gpu, tp, gpu_memory_utilization)
     if plan is None:
         plan = _plan_for(shape, workload_requests, budget, allocator, static_share)
-    manager = MemoryManager(plan, enable_prefix_caching=config.enable_prefix_caching,
-                            mamba_interval=config.mamba_checkpoint_interval)
+    need = TrueNeed(_reference_plan(shape, plan))
+    manager = ObservedManager(plan, need, enable_prefix_caching=config.enable_prefix_caching,
+                              mamba_interval=config.mamba_checkpoint_interval)
     sched = Scheduler(config, manager, max_model_len=shape.max_context)
     runner = SimRunner(shape, plan, gpu, cost_params, tp=tp)
     pending = _requests(workload_requests)
@@ -208,9 +221,10 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
                 break   # the last arrivals were all rejected
             clock = max(clock, pending[nxt][1].arrival_time)
             continue
+        manager.begin_step()
         step = sched.schedule()
         if not step.empty:
-            rec.step(clock, manager.usage(), step, sched.stats.waiting_for_memory)
+            rec.step(clock, manager, step)
         result = runner.execute(step) if not step.empty else StepResult({})
         clock += result.duration_s
         rec.encoder_runs += result.encoder_runs
@@ -244,6 +258,14 @@ def _plan_for(shape: ModelShape, reqs: list[TraceRequest], budget: int, allocato
     return build_plan(shape, budget, allocator=allocator, static_share=share)
 
 
+def _reference_plan(shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
+    """The jenga plan of `shape` with `plan`'s hash block as page size: the
+    yardstick of true need (tokens and states) and of page rounding (its
+    budget is irrelevant)."""
+    from ..memory.planner import build_plan
+    return build_plan(shape, 1 << 40, allocator="jenga", page_tokens=plan.base_page_tokens)
+
+
 def _progress(total: int):
     from tqdm import tqdm
     return tqdm(total=total, desc="requests", unit="req")
@@ -251,10 +273,11 @@ def _progress(total: int):
 
 def _report(rec: _Recorder, shape, gpu, plan, sched, tp, budget, n, rejected, clock) -> SimReport:
     series = SimSeries(rec.labels, tuple(rec.times), tuple(rec.used), tuple(rec.needed), tuple(rec.batch))
-    saturated = bool(rec.util_sat)
-    util = _mean(rec.util_sat if saturated else rec.util_all) or 0.0
+    sat = SaturationSummary.of(rec.samples)
+    saturated = sat.util_bound is not None
+    util = sat.util_bound if saturated else (_mean(rec.util_all) or 0.0)
     return SimReport(plan.allocator, shape.name, gpu.name, tp, budget, plan.pool_bytes, n, rec.finished, rejected,
-                     rec.errored, rec.output_tokens, clock, len(rec.times), util, saturated,
+                     rec.errored, rec.output_tokens, clock, len(rec.times), util, saturated, sat,
                      _mean(rec.decode_batches) or 0.0, sched.stats.hit_rate, sched.stats.num_preemptions,
                      rec.encoder_runs, _mean(rec.ttft), _mean(rec.tpot), _mean(rec.latency), series)
 

@@ -96,19 +96,26 @@ class Policy:
     def needed_units(self, r: ReqMem) -> int:
         raise NotImplementedError
 
+    def total_needed_units(self, reqs: list[ReqMem]) -> int:
+        """needed_units summed over `reqs` (usage() asks every step)."""
+        return sum(map(self.needed_units, reqs))
+
     def settle(self, r: ReqMem, num_computed: int, release: Callable[..., None]) -> None:
         """The step's verified length is known: drop speculative state past
         it (recurrent kinds adopt the state saved at `num_computed`).
-        Token pages past it are simply overwritten later."""
+        Token pages past it are simply overwritten later.  Called only
+        while the group holds speculative state (in r.scratch)."""
 
     def snapshot(self, r: ReqMem) -> tuple:
-        """State to undo a failed allocation (tables only ever grow here)."""
-        return len(r.tables[self.gid]), len(r.pending[self.gid]), r.hit_src.get(self.gid)
+        """State to undo a failed allocation (tables only ever grow here;
+        a prefix hit also moves the published and released marks)."""
+        g = self.gid
+        return len(r.tables[g]), len(r.pending[g]), r.hit_src.get(g), r.cached_upto[g], r.released_upto[g]
 
     def restore(self, r: ReqMem, snap: tuple, release: Callable[[int, int], None]) -> None:
         """Undo everything taken since `snap`; release(index, page) drops
         one reference (index -1 for pending pages)."""
-        n_table, n_pending, src = snap
+        n_table, n_pending, src, r.cached_upto[self.gid], r.released_upto[self.gid] = snap
         table, pending = r.tables[self.gid], r.pending[self.gid]
         for i in range(len(table) - 1, n_table - 1, -1):
             if table[i] != NO_PAGE:

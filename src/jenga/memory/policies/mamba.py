@@ -126,10 +126,10 @@ class MambaPolicy(Policy):
     def longest_hit(self, r: ReqMem, upper: int, pool: PagePool) -> int:
         if self.rules.mamba_checkpoints == "none":
             return 0
-        for c in range(upper // self.align * self.align, 0, -self.align):
-            key = r.key_at(c)
-            if key is not None and pool.lookup(self.gid, key) is not None:
-                return c
+        cached = pool.cached_mask(self.gid, r.hasher.page_keys(r.tokens, upper, self.align))
+        for i in range(len(cached) - 1, -1, -1):   # the latest checkpoint cached
+            if cached[i]:
+                return (i + 1) * self.align
         return 0
 
     def take_hit(self, r: ReqMem, length: int, pool: PagePool, log: ActionLog) -> None:

@@ -36,9 +36,12 @@ class FullPolicy(Policy):
 
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         table = r.tables[self.gid]
-        if not table and self._extra(r):   # max-page keeps the encoder tokens here: run it once
+        extra = self._extra(r) if self.group.holds_encoder_tokens else 0
+        if not table and extra:   # max-page keeps the encoder tokens here: run it once
             log.encoder_runs.update(range(len(r.images)))
-        need = _ceil_div(end + r.lookahead + self._extra(r), self.P)
+        need = -(-(end + r.lookahead + extra) // self.P)
+        if len(table) >= need:
+            return True
         lo = self.first_needed(start) // self.P
         while len(table) < need:
             if len(table) < lo:
@@ -55,11 +58,18 @@ class FullPolicy(Policy):
         return INF
 
     def grow_threshold(self, r: ReqMem) -> float:
-        return len(r.tables[self.gid]) * self.P - self._extra(r) - r.lookahead
+        # the position the next page starts at
+        extra = self._extra(r) if self.group.holds_encoder_tokens else 0
+        return len(r.tables[self.gid]) * self.P - extra - r.lookahead
 
     def commit_threshold(self, r: ReqMem) -> float:
-        cache_at = INF if self.group.holds_encoder_tokens else (r.cached_upto[self.gid] + 1) * self.P
-        return min(cache_at, self.release_at(r.released_upto[self.gid] + 1))
+        # the next page to publish, or the next to leave scope
+        g = self.gid
+        release_at = self.release_at(r.released_upto[g] + 1)
+        if self.group.holds_encoder_tokens:
+            return release_at
+        cache_at = (r.cached_upto[g] + 1) * self.P
+        return release_at if release_at < cache_at else cache_at
 
     def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
         # within the prompt, the scope of the last page-aligned position: a
@@ -68,53 +78,53 @@ class FullPolicy(Policy):
         pos = next_pos // self.P * self.P if next_pos <= r.prompt_len else next_pos
         hi = min(self.first_needed(pos) // self.P, len(r.tables[self.gid]))
         lo = r.released_upto[self.gid]
-        r.released_upto[self.gid] = max(lo, hi)
+        if hi <= lo:
+            return iter(())   # nothing new left scope: most commits
+        r.released_upto[self.gid] = hi
         # the windows before the prefix this request hit and before a branch
         # point (a prefix other groups still hold) serve whoever hits there
         # next: they stay until the request ends
         keep = [range(self.first_needed(x) // self.P, x // self.P) for x in (r.hit_len, r.branch) if x]
-        return (i for i in range(lo, hi) if r.tables[self.gid][i] != NO_PAGE and not any(i in k for k in keep))
-
-    def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
-        if self.group.holds_encoder_tokens:
-            return
         table = r.tables[self.gid]
-        for i in range(r.cached_upto[self.gid], min(num_computed // self.P, len(table))):
-            key = r.key_at((i + 1) * self.P)
-            if key is None:
-                return
-            r.cached_upto[self.gid] = i + 1
-            if table[i] != NO_PAGE:
-                yield i, key
+        return (i for i in range(lo, hi) if table[i] != NO_PAGE and not any(i in k for k in keep))
 
-    def _cached_run(self, r: ReqMem, upper: int, pool: PagePool) -> list[int]:
-        """run[i] = number of consecutive cached pages ending at page i."""
-        runs, run = [], 0
-        for i in range(upper // self.P):
-            key = r.key_at((i + 1) * self.P)
-            run = run + 1 if key is not None and pool.lookup(self.gid, key) is not None else 0
-            runs.append(run)
-        return runs
+    def cacheable(self, r: ReqMem, num_computed: int) -> list[tuple[int, int]]:
+        g, P = self.gid, self.P
+        table, lo = r.tables[g], r.cached_upto[g]
+        hi = num_computed // P
+        if hi > len(table):
+            hi = len(table)
+        if hi <= lo or self.group.holds_encoder_tokens:
+            return []
+        # page keys were hashed once, as their tokens arrived; a page whose
+        # tokens are not all known yet has no key and stops publication
+        keys = r.hasher.page_keys(r.tokens, hi * P, P, lo)
+        hi = lo + len(keys)
+        r.cached_upto[g] = hi
+        return [(i, keys[i - lo]) for i in range(lo, hi) if table[i] != NO_PAGE]
 
     def longest_hit(self, r: ReqMem, upper: int, pool: PagePool) -> int:
         if self.group.holds_encoder_tokens:
             return 0
-        runs = self._cached_run(r, upper, pool)
+        cached = pool.cached_mask(self.gid, r.hasher.page_keys(r.tokens, upper, self.P))
+        if self.max_scope() == INF:   # every earlier page is in scope
+            return (cached.index(False) if False in cached else len(cached)) * self.P
+        runs, run = [], 0   # runs[i]: consecutive cached pages ending at page i
+        for c in cached:
+            run = run + 1 if c else 0
+            runs.append(run)
         for k in range(len(runs), 0, -1):
             # the page ending at the hit must be cached, plus those in scope
-            need = max(1, k - self.first_needed(k * self.P) // self.P)
-            if runs[k - 1] >= need:
+            if runs[k - 1] and runs[k - 1] >= max(1, k - self.first_needed(k * self.P) // self.P):
                 return k * self.P
         return 0
 
     def take_hit(self, r: ReqMem, length: int, pool: PagePool, log: ActionLog) -> None:
         table = r.tables[self.gid]
         lo = self.first_needed(length) // self.P
-        for i in range(length // self.P):
-            if i < lo:
-                table.append(NO_PAGE)
-                continue
-            page = pool.lookup(self.gid, r.key_at((i + 1) * self.P))
+        table += [NO_PAGE] * min(lo, length // self.P)
+        for key in r.hasher.page_keys(r.tokens, length, self.P)[lo:]:
+            page = pool.lookup(self.gid, key)
             pool.incref(self.gid, page)
             table.append(page)
         r.cached_upto[self.gid] = length // self.P
@@ -129,6 +139,14 @@ class FullPolicy(Policy):
 
     def needed_units(self, r: ReqMem) -> int:
         return r.alloc_end - self.first_needed(r.num_computed) + self._extra(r)
+
+    def total_needed_units(self, reqs: list[ReqMem]) -> int:
+        if self.group.holds_encoder_tokens:
+            return super().total_needed_units(reqs)
+        if self.max_scope() == INF:   # every token is needed: no per-request call
+            return sum(r.alloc_end for r in reqs)
+        first = self.first_needed
+        return sum(r.alloc_end - first(r.num_computed) for r in reqs)
 
     def footprint_units(self, context: int, encoder_tokens: int) -> int:
         extra = encoder_tokens if self.group.holds_encoder_tokens else 0
