@@ -17,9 +17,7 @@ command line resolves through `resolve_model`.
 
 from __future__ import annotations
 
-import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -101,19 +99,9 @@ def builtin_model_path(name: str, seed: int = 0) -> Path:
     config = builtin_config(name)
     out = cache_root() / f"builtin-{name}"
     stamp = {"name": name, "seed": seed, "builder_version": BUILDER_VERSION, "config": BUILTINS[name][1]}
-    if _read_stamp(out) == stamp:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        build_model_folder(config, tmp / "m", seed)
-        (tmp / "m" / STAMP).write_text(json.dumps(stamp, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        (tmp / "m").rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    from ..model.gguf_convert import cached_folder
+
+    return cached_folder(out, STAMP, stamp, lambda folder: build_model_folder(config, folder, seed))
 
 
 def resolve_model(model: str | Path | None) -> Path | None:
@@ -132,8 +120,3 @@ def _smollm2_dir() -> Path:
     return default_model_path()
 
 
-def _read_stamp(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / STAMP).read_text())
-    except (OSError, ValueError):
-        return None

@@ -15,8 +15,6 @@ is written beside them.  A model is built once into `<jenga cache>/vlm-NAME`
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 PREFIX = "vlm:"
@@ -76,27 +74,16 @@ def vlm_model_path(name: str, seed: int = 0) -> Path:
     import torch
     import transformers as tf
 
-    from ..model.gguf_convert import cache_root
+    from ..model.gguf_convert import cache_root, cached_folder
     config = _config(name)
     out = cache_root() / f"vlm-{name}"
     stamp = {"name": name, "seed": seed, "recipe": RECIPES[name]}
-    try:
-        if json.loads((out / STAMP).read_text()) == stamp:
-            return out
-    except (OSError, ValueError):
-        pass
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def build(folder: Path) -> None:
         torch.manual_seed(seed)
         cls = tf.MllamaForConditionalGeneration if RECIPES[name]["kind"] == "mllama" else \
             tf.LlavaForConditionalGeneration
-        cls(config).save_pretrained(tmp / "m")
-        save_byte_tokenizer(tmp / "m", RECIPES[name]["image_token"])
-        (tmp / "m" / STAMP).write_text(json.dumps(stamp, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        (tmp / "m").rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        cls(config).save_pretrained(folder)
+        save_byte_tokenizer(folder, RECIPES[name]["image_token"])
+
+    return cached_folder(out, STAMP, stamp, build)

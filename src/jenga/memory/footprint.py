@@ -100,12 +100,7 @@ class TrueNeed:
         """Per group: the first token whose state `step(start, end)`
         (current) or `kept(end)` (not) counts, up to `end`; None for groups
         that keep states or images rather than a token range."""
-        out = []
-        for p in self.policies:
-            # token policies say where their scope starts
-            first = getattr(p, "first_needed", None)
-            out.append(first(start if current else end) if first else None)
-        return tuple(out)
+        return tuple(p.scope_start(start if current else end) for p in self.policies)
 
     def prefill_peak(self, num_tokens: int, encoder_tokens: int, chunk: int, rounded: bool = False) -> tuple[int, ...]:
         """Per group: the most `step` (or, `rounded`, its whole pages) needs

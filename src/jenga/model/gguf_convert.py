@@ -20,7 +20,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,26 +93,36 @@ def convert_smollm2(out_dir: Path, gguf_path: Path | None = None, dtype: str = "
     out_dir = Path(out_dir)
     stamp = {"source": str(src.resolve()), "source_bytes": src.stat().st_size,
              "dtype": dtype, "converter_version": CONVERTER_VERSION}
-    if _read_stamp(out_dir) == stamp:
-        return out_dir
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)   # mkdtemp makes it private; the cache is shared like any other
+
+    def build(folder: Path) -> None:
+        folder.mkdir()
+        _write_folder(src, folder, dtype)
+
+    return cached_folder(out_dir, STAMP, stamp, build)
+
+
+def cached_folder(out: Path, stamp_file: str, stamp: dict, build: Callable[[Path], Any]) -> Path:
+    """`out`, built by `build(folder)` unless it already carries `stamp` in
+    `stamp_file`; built in a temporary sibling and renamed into place, so a
+    crash never leaves a half-written model behind."""
+    if _read_stamp(out / stamp_file) == stamp:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_folder(src, tmp, dtype)
-        (tmp / STAMP).write_text(json.dumps(stamp, indent=1))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
+        build(tmp / "m")
+        (tmp / "m" / stamp_file).write_text(json.dumps(stamp, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        (tmp / "m").rename(out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return out
 
 
-def _read_stamp(folder: Path) -> dict | None:
+def _read_stamp(path: Path) -> dict | None:
     try:
-        return json.loads((folder / STAMP).read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 

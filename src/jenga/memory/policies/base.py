@@ -81,6 +81,12 @@ class Policy:
         (touched when the request releases its pages); none by default."""
         return range(0)
 
+    def scope_start(self, next_pos: int) -> int | None:
+        """First token still in scope when the next token is `next_pos`, for
+        kinds that keep a range of tokens; None for kinds that keep states
+        or images (their need is `footprint_units`)."""
+        return None
+
     def hit_step(self) -> int | None:
         """Granularity of the prefix hits this group can serve: a hit ends
         on a multiple of it (None: the group never serves a hit)."""

@@ -30,6 +30,9 @@ class FullPolicy(Policy):
     def first_needed(self, next_pos: int) -> int:
         return 0
 
+    def scope_start(self, next_pos: int) -> int | None:
+        return self.first_needed(next_pos)
+
     def _extra(self, r: ReqMem) -> int:
         """Encoder tokens this group also stores (max-page on cross models)."""
         return sum(img.num_tokens for img in r.images) if self.group.holds_encoder_tokens else 0
