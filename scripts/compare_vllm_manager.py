@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from compare_replay import JengaSide, Result, TraceReq, make_trace, run  # noqa: E402
+from jenga.memory.checkpoint_interval import default_mamba_interval  # noqa: E402
 from jenga.memory.spec import ModelShape, full, mamba, sliding  # noqa: E402
 
 GIB = 1 << 30
@@ -170,8 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vllm-reserve-full-isl", action="store_true",
                    help="vLLM's default admission gate (whole prompt must fit); off = first chunk, like Jenga")
     p.add_argument("--vllm-hash", default="sha256", help="vLLM prefix_caching_hash_algo (default: vLLM's)")
-    p.add_argument("--jenga-mamba-interval", type=int, default=512,
-                   help="tokens between Jenga's cached Mamba checkpoints (MemoryManager default 512)")
+    p.add_argument("--jenga-mamba-interval", type=int, default=None,
+                   help="tokens between Jenga's cached Mamba checkpoints (default: the MemoryManager's "
+                        "auto rule, memory/checkpoint_interval.py: 1024 on Jamba-1.5-Mini)")
     args = p.parse_args(argv)
     try:
         lo, hi = (int(x) for x in args.doc_len.split(","))
@@ -183,8 +185,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key in args.models.split(","):
         if key not in SHAPES:
             p.error(f"--models: unknown model {key!r}; choose from {', '.join(SHAPES)}")
-    if (args.budget_gib is not None and args.budget_gib <= 0) or min(
-            args.token_budget, args.max_num_seqs, args.jenga_mamba_interval, args.repeats) <= 0:
+    if (args.budget_gib is not None and args.budget_gib <= 0) or (
+            args.jenga_mamba_interval is not None and args.jenga_mamba_interval <= 0) or min(
+            args.token_budget, args.max_num_seqs, args.repeats) <= 0:
         p.error("--budget-gib, --token-budget, --max-num-seqs, --jenga-mamba-interval and --repeats must be > 0")
     return args
 
@@ -206,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {shape.name}, KV budget {gib:g} GiB (shape: {shape_src}; Jenga plan: {plan_src})")
         print(f"vllm : {_vllm_side(vllm_cls, shape, budget, args).describe()}")
         print("jenga: " + plan.describe().replace("\n", "\n       "))
+        interval = args.jenga_mamba_interval or default_mamba_interval(plan)
+        if any(g.spec.state_bytes for g in plan.groups):
+            print(f"jenga: Mamba checkpoint every {interval} tokens"
+                  f"{'' if args.jenga_mamba_interval else ' (auto: memory/checkpoint_interval.py)'}")
         makers = (lambda: _vllm_side(vllm_cls, shape, budget, args),
-                  lambda: JengaSide(plan, args.jenga_mamba_interval))
+                  lambda: JengaSide(plan, interval))
         results = [best_of(make, trace, args) for make in makers]
         print(report(results))
     return 0

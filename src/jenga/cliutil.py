@@ -16,7 +16,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
-        if isinstance(default, bool):
+        if "cli_type" in f.metadata:   # an optional field: None (the default) means auto
+            parser.add_argument(flag, dest=f.name, default=None, type=f.metadata["cli_type"],
+                                help=f"{help_prefix}default {f.metadata.get('cli_default', default)}")
+        elif isinstance(default, bool):
             parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction,
                                 help=f"{help_prefix}default {default}")
         elif isinstance(default, (int, float, str)):

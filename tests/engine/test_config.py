@@ -18,12 +18,18 @@ def test_defaults_are_valid_and_map_to_the_scheduler():
     ("allocator", "buddy"), ("kv_cache_memory", 0), ("kv_cache_memory", 1.5), ("gpu_memory_utilization", 0.0),
     ("gpu_memory_utilization", 1.2), ("page_tokens", 0), ("max_num_seqs", -1), ("max_num_batched_tokens", True),
     ("max_model_len", 1), ("device", "tpu"), ("device", "cpu:1"), ("dtype", "int8"), ("seed", "x"),
-    ("enable_prefix_caching", 1), ("mamba_checkpoint_interval", 0), ("model", ""),
+    ("enable_prefix_caching", 1), ("mamba_checkpoint_interval", 0), ("mamba_checkpoint_interval", True),
+    ("mamba_checkpoint_interval", "auto"), ("model", ""),
     ("cpu_threads", 0), ("device", None),
 ])
 def test_bad_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         EngineConfig(**{field: value})
+
+
+def test_mamba_checkpoint_interval_defaults_to_auto_for_the_scheduler_too():
+    assert EngineConfig().mamba_checkpoint_interval is None
+    assert EngineConfig().scheduler_config().mamba_checkpoint_interval is None
 
 
 def test_valid_devices():

@@ -51,6 +51,8 @@ def test_default_budgets_are_per_model():
     args = cvm.parse_args([])
     assert args.models == "gemma2,jamba" and args.budget_gib is None and args.doc_len == (2000, 7000)
     assert {k: v[2] for k, v in cvm.SHAPES.items()} == {"gemma2": 16.0, "jamba": 1.0}
+    assert args.jenga_mamba_interval is None                      # the manager's auto interval
+    assert cvm.parse_args(["--jenga-mamba-interval", "512"]).jenga_mamba_interval == 512
 
 
 def test_report_lays_out_one_column_per_manager():

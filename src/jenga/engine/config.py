@@ -8,7 +8,7 @@ Names follow vLLM where vLLM has the knob.  Pure Python: no torch import.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..memory.plan import ALLOCATORS
@@ -45,6 +45,10 @@ class EngineConfig:
     Raises ValueError naming the field on a bad value.
     max_waiting: most requests queued; beyond it add_request raises
         QueueFull (the server answers 503 with Retry-After).
+    mamba_checkpoint_interval: tokens between cached Mamba-state
+        checkpoints; None = auto from the plan (one per the tokens whose
+        attention K/V costs as much as a state, at least 512; see
+        memory/checkpoint_interval.py).
     """
 
     model: str | Path | None = None
@@ -60,7 +64,8 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
-    mamba_checkpoint_interval: int = 512
+    # cli_type: the option type for a CLI built from the fields (a None default cannot tell it)
+    mamba_checkpoint_interval: int | None = field(default=None, metadata={"cli_type": int, "cli_default": "auto"})
     cpu_threads: int | None = None
     speculative_model: str | Path | None = None
     num_speculative_tokens: int = 0
@@ -77,10 +82,12 @@ class EngineConfig:
         if not isinstance(self.gpu_memory_utilization, (int, float)) or \
                 not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
-        for name in ("page_tokens", "max_num_seqs", "max_num_batched_tokens", "mamba_checkpoint_interval",
-                     "max_waiting"):
+        for name in ("page_tokens", "max_num_seqs", "max_num_batched_tokens", "max_waiting"):
             if not _positive_int(getattr(self, name)):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.mamba_checkpoint_interval is not None and not _positive_int(self.mamba_checkpoint_interval):
+            raise ValueError(f"mamba_checkpoint_interval must be a positive integer or None (auto), "
+                             f"got {self.mamba_checkpoint_interval!r}")
         if self.max_model_len is not None and (not _positive_int(self.max_model_len) or self.max_model_len < 2):
             raise ValueError(f"max_model_len must be an integer >= 2 or None, got {self.max_model_len!r}")
         if self.cpu_threads is not None and not _positive_int(self.cpu_threads):

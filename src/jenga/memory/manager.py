@@ -34,9 +34,13 @@ class MemoryManager:
     """Pages for requests under one MemoryPlan (see module doc)."""
 
     def __init__(self, plan: MemoryPlan, *, enable_prefix_caching: bool = True,
-                 mamba_interval: int = 512) -> None:
+                 mamba_interval: int | None = None) -> None:
+        if mamba_interval is None:   # "auto": checkpoints that cost no more than the K/V they cover
+            from .checkpoint_interval import default_mamba_interval
+            mamba_interval = default_mamba_interval(plan)
         if mamba_interval <= 0:
-            raise ValueError(f"mamba_interval must be > 0, got {mamba_interval}")
+            raise ValueError(f"mamba_interval must be > 0 or None (auto), got {mamba_interval}")
+        self.mamba_interval = mamba_interval
         self.plan = plan
         self.rules = AllocatorRules.for_plan(plan)
         self.pool = PagePool(plan, self.rules)

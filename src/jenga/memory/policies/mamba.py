@@ -9,6 +9,8 @@ Where checkpoints go (rules.mamba_checkpoints):
 - "jenga": every `interval` tokens, at the end of each prompt and at a
   branch point (the length other groups already hit, Marconi-style), all
   rounded down to the hit alignment, so a shared prompt of any length hits;
+  the interval defaults to one checkpoint per the tokens whose attention
+  K/V costs as much as a state (memory/checkpoint_interval.py);
 - "block": only at multiples of the attention block (vLLM v1), so prompts
   shorter than a block never hit;
 - "none": never (vLLM v0).
