@@ -6,7 +6,7 @@ request releases its pages."""
 
 from __future__ import annotations
 
-from helpers import FULL, SLIDE8, tiny_plan
+from helpers import FULL, MAMBA, SLIDE8, tiny_plan
 from jenga.memory.manager import MemoryManager
 
 NO = -1
@@ -116,3 +116,27 @@ def test_hit_granularity_is_where_every_group_can_end_a_hit():
     assert MemoryManager(hybrid, mamba_interval=12).hit_granularity() == 12        # regular checkpoints
     assert MemoryManager(tiny_plan([(FULL, 1, 4), (MAMBA, 1, 1)], 8, allocator="max-page"),
                          mamba_interval=12).hit_granularity() is None             # v0 caches no states
+
+
+def test_release_restamps_the_prompt_end_and_latest_checkpoints():
+    # a preempted or finished request's own restart (or the next hit on its
+    # prompt) starts from these states: they must not keep the stamps of
+    # the steps that saved them, older than everything else it released
+    m = MemoryManager(tiny_plan([(FULL, 1, 4), (MAMBA, 1, 1)], 32), mamba_interval=8)
+    tokens = list(range(10))
+    m.add("a", tokens, 10)
+    m.tick()
+    assert m.allocate("a", 0, 10) is not None     # checkpoint at 8 (interval and prompt end)
+    m.commit("a", 10)
+    tokens += range(10, 18)
+    for pos in range(10, 17):                     # decode to 17 computed: checkpoint at 16
+        m.tick()
+        assert m.allocate("a", pos, pos + 1) is not None
+        m.commit("a", pos + 1)
+    r = m.reqs["a"]
+    pages = {c: m.pool.lookup(1, r.key_at(c)) for c in (8, 16)}
+    assert m.pool.stamp[1][pages[8]] == (1, -8) and m.pool.stamp[1][pages[16]] == (7, -16)
+    m.tick()
+    m.release("a")
+    m.check_invariants()
+    assert m.pool.stamp[1][pages[8]] == (m.clock, -8) and m.pool.stamp[1][pages[16]] == (m.clock, -16)

@@ -19,6 +19,10 @@ KIND_SETS = [
     [(FULL, 1, 4), (CROSS, 1, 1)],
     [(FULL, 1, 4), (VISION, 1, 4), (SLIDE8, 1, 4)],
     [(FULL, 1, 4), (SLIDE8, 1, 4), (MAMBA, 1, 1), (VISION, 1, 4)],
+    # several small pages to a large page in two groups, one page in the
+    # third: stranded slots, so compaction runs
+    [(FULL, 1, 4), (SLIDE8, 1, 4), (MAMBA, 4, 1)],
+    [(FULL, 4, 4), (SLIDE8, 1, 4)],
 ]
 
 
@@ -38,8 +42,10 @@ class ManagerMachine(RuleBasedStateMachine):
         self.waiting: list[str] = []
         self.n = 0
 
-    @rule(prefix=st.integers(0, 3), extra=st.integers(1, 30), image=st.booleans())
-    def admit(self, prefix, extra, image):
+    @rule(prefix=st.integers(0, 3), extra=st.integers(1, 30), image=st.booleans(), new_step=st.booleans())
+    def admit(self, prefix, extra, image, new_step):
+        if new_step:
+            self.tick()
         tokens = [7] * (prefix * 6) + [self.n * 100 + i for i in range(extra)]
         images = (ImageRef(min(2, len(tokens) - 1), 5, f"img{prefix}"),) if image else ()
         rid = f"r{self.n}"
@@ -55,8 +61,10 @@ class ManagerMachine(RuleBasedStateMachine):
         self.live[rid] = tokens
 
     @precondition(lambda self: self.live)
-    @rule(data=st.data(), grow=st.integers(1, 9), abort_mid_step=st.booleans())
-    def step(self, data, grow, abort_mid_step):
+    @rule(data=st.data(), grow=st.integers(1, 9), abort_mid_step=st.booleans(), new_step=st.booleans())
+    def step(self, data, grow, abort_mid_step, new_step):
+        if new_step:
+            self.tick()
         rid = data.draw(st.sampled_from(sorted(self.live)))
         r, tokens = self.m.reqs[rid], self.live[rid]
         start = r.num_computed
@@ -107,6 +115,14 @@ class ManagerMachine(RuleBasedStateMachine):
         rid = data.draw(st.sampled_from(sorted(self.live)))
         self.m.remove(rid)
         del self.live[rid]
+
+    @rule()
+    def tick(self):
+        """A new step: pages taken before it may move (compaction)."""
+        self.m.tick()
+        moves = self.m.take_moves()
+        for gid, src, dst in moves:   # a copy never reads a page another copy writes
+            assert (gid, src) not in {(g, d) for g, _, d in moves}
 
     @rule()
     def reset_cache(self):

@@ -148,6 +148,7 @@ def test_metrics_report_requests_memory_and_latency(client, live):
     usage = live.on_engine(lambda e: e.scheduler.manager.usage())
     assert after[("jenga_large_pages_free", ())] == usage.free_large_pages
     assert after[("jenga_num_requests_running", ())] == 0
+    assert after[("jenga_pages_moved_total", ())] == live.on_engine(lambda e: e.scheduler.stats.num_pages_moved)
     assert after[("jenga_num_requests_waiting", ())] == 0
     for g in usage.per_group:
         labels = (("group", str(g.gid)), ("label", g.label))

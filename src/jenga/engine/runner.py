@@ -111,7 +111,7 @@ class ModelRunner:
         self.kv_pool.apply_zeros(step.zeros)
         sampled = [i for i, s in enumerate(step.seqs) if s.sample]
         req_ids = tuple(step.seqs[i].req_id for i in sampled)
-        if step.empty:
+        if not step.seqs:
             return RunnerOutput(req_ids, torch.empty(0, self.model.arch.vocab_size), time.perf_counter() - t0)
         meta = build_attn_metadata(step, self.plan, self.plan_layers, self.device, self.backend)
         if self.layer_offset:

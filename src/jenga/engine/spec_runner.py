@@ -99,8 +99,9 @@ class SpecRunner:
         """Run the step (target, then draft); mutates the pool and advances
         the sampler's generators.  Raises ValueError as ModelRunner does."""
         t0 = time.perf_counter()
-        if step.empty:
-            return SpecOutput({}, {}, 0.0)
+        if not step.seqs:   # page operations only (or nothing)
+            self.target.execute(step, verify=True)
+            return SpecOutput({}, {}, time.perf_counter() - t0)
         out = self.target.execute(step, verify=True)
         by_id = {s.req_id: s for s in step.seqs}
         seqs = [by_id[r] for r in out.req_ids]

@@ -20,11 +20,14 @@ from math import lcm
 from .hashing import BlockHasher
 from .plan import MemoryPlan
 from .policies import NO_PAGE, policy_for
+from . import capacity
+from .checkpoint_interval import default_mamba_interval
+from .compact import compact
 from .pool import PagePool
 from .reqstate import ActionLog, ReqMem, StepActions
 from .rules import AllocatorRules
 from .types import ImageRef, PrefixHit
-from .usage import GroupUsage, MemoryUsage
+from .usage import MemoryUsage
 
 NOTHING = StepActions()
 INF = float("inf")
@@ -36,7 +39,6 @@ class MemoryManager:
     def __init__(self, plan: MemoryPlan, *, enable_prefix_caching: bool = True,
                  mamba_interval: int | None = None) -> None:
         if mamba_interval is None:   # "auto": checkpoints that cost no more than the K/V they cover
-            from .checkpoint_interval import default_mamba_interval
             mamba_interval = default_mamba_interval(plan)
         if mamba_interval <= 0:
             raise ValueError(f"mamba_interval must be > 0 or None (auto), got {mamba_interval}")
@@ -57,11 +59,15 @@ class MemoryManager:
         self._lookups: dict[str, tuple[int, int, PrefixHit, int | None]] = {}
         self.clock = 0
         self._order = 0
+        self.moves: list[tuple[int, int, int]] = []   # compaction's copies for the runner
+        self._pins: set[tuple[int, int]] = set()       # copy sources of this step
 
     # ---------------------------------------------------------- lifecycle
     def tick(self) -> None:
         """Advance the logical clock (once per step)."""
         self.clock += 1
+        self.pool.now = self.clock
+        self._pins.clear()
 
     def add(self, req_id: str, tokens: list[int], prompt_len: int, images: Sequence[ImageRef] = (),
             salt: str = "", model: str = "main") -> None:
@@ -102,18 +108,18 @@ class MemoryManager:
         self.pool.drop_owner(req_id)
 
     def _touch_prompt_end(self, p, r: ReqMem, table: list[int]) -> None:
-        """Pages a hit at the prompt's end needs, released earlier because
-        they left the group's scope, count as used until now: otherwise they
-        are evicted before the rest of the prompt and that hit (the likely
-        one: a shared document, a few-shot prefix) dies in one group while
-        every other group still holds it."""
+        """Cached pages a likely next hit needs (`Policy.release_touches`:
+        a window at the prompt's end, a recurrent checkpoint), released
+        earlier, count as used until now: otherwise they are evicted before
+        the rest of the prompt and that hit (a shared document, a few-shot
+        prefix, the request's own recomputation after a preemption) dies in
+        one group while every other group still holds it."""
         if not self.caching:
             return
-        for i in p.prompt_end_pages(r):
-            if i < len(table) and table[i] == NO_PAGE:
-                page = self.pool.lookup(p.gid, r.key_at((i + 1) * p.P))
-                if page is not None:
-                    self.pool.touch(p.gid, page, self._stamp(p, r, i))
+        for c in p.release_touches(r):
+            page = self.pool.lookup(p.gid, r.key_at(c))
+            if page is not None:
+                self.pool.touch(p.gid, page, self._stamp_prio(-c))
 
     def remove(self, req_id: str) -> None:
         """Release the request's pages and forget it."""
@@ -193,23 +199,13 @@ class MemoryManager:
         if not 0 <= start < end <= len(r.tokens) + 1 + spec or not 0 <= spec < end - start + 1:
             raise ValueError(f"bad token range [{start}, {end}) (spec={spec}) for request {req_id!r}")
         r.spec, r.lookahead = spec, lookahead
-        log = ActionLog(now=self.clock)
-        snaps = [p.snapshot(r) for p in self.policies]
-        old = r.num_computed
-        if hit_tokens:
-            if hit_tokens != start or self.holds_pages(req_id):
-                raise ValueError("a prefix hit can only start a request's first allocation")
-            for p in self.policies:
-                p.take_hit(r, hit_tokens, self.pool, log)
-            r.num_computed = hit_tokens
-        pool, pack = self.pool, r.pack
-        for p in self.policies:
-            if not p.grow(r, start, end, lambda g=p.gid: pool.allocate(g, req_id, pack[g]), pool, log):
-                for q, snap in zip(self.policies, snaps):
-                    q.restore(r, snap, lambda i, page, q=q: self.pool.release(
-                        q.gid, page, self._stamp(q, r, i) if i >= 0 else self._stamp_prio(0)))
-                r.num_computed = old
+        if hit_tokens and (hit_tokens != start or self.holds_pages(req_id)):
+            raise ValueError("a prefix hit can only start a request's first allocation")
+        log = self._grow(r, start, end, hit_tokens)
+        while isinstance(log, int):   # group `log` found no page
+            if not (self.rules.compaction and self._compact(log)):
                 return None
+            log = self._grow(r, start, end, hit_tokens)
         if self.plan.vision_outside_pool:
             log.encoder_runs.update(k for k, img in enumerate(r.images) if img.position < end and img.end > start)
         if hit_tokens:
@@ -219,6 +215,50 @@ class MemoryManager:
         if log.copies or log.zeros or log.saves or log.encoder_runs:
             return log.freeze()
         return NOTHING   # a new page and nothing else for the runner to do
+
+    def _grow(self, r: ReqMem, start: int, end: int, hit_tokens: int) -> ActionLog | int:
+        """One all-or-nothing attempt of `allocate`: the step's actions, or
+        the id of the group that found no page (everything undone)."""
+        log = ActionLog(now=self.clock)
+        snaps = [p.snapshot(r) for p in self.policies]
+        old = r.num_computed
+        if hit_tokens:
+            for p in self.policies:
+                p.take_hit(r, hit_tokens, self.pool, log)
+            r.num_computed = hit_tokens
+        pool, pack, req_id = self.pool, r.pack, r.req_id
+        for p in self.policies:
+            if not p.grow(r, start, end, lambda g=p.gid: pool.allocate(g, req_id, pack[g]), pool, log):
+                for q, snap in zip(self.policies, snaps):
+                    q.restore(r, snap, lambda i, page, q=q: self.pool.release(
+                        q.gid, page, self._stamp(q, r, i) if i >= 0 else self._stamp_prio(0)))
+                r.num_computed = old
+                return p.gid
+        for gid, src, _dst in log.copies:
+            self._pins.add((gid, src))   # the runner reads it this step: it must stay put
+        return log
+
+    def _compact(self, gid: int) -> bool:
+        """Free a large page for group gid by moving another group's pages
+        (memory/compact.py); rewrites every holder's page ids and queues the
+        copies for the runner.  Returns False when nothing can move."""
+        moves = compact(self.pool, gid, self._pins)
+        if not moves:
+            return False
+        moved: dict[int, dict[int, int]] = {}
+        for h, src, dst in moves:
+            moved.setdefault(h, {})[src] = dst
+        for r in self.reqs.values():
+            r.remap(moved)
+        self.moves += moves
+        return True
+
+    def take_moves(self) -> list[tuple[int, int, int]]:
+        """Page copies (gid, src, dst) that compaction made since the last
+        call; the runner must apply them before the step's forward, ahead
+        of the step's other copies.  Clears the queue."""
+        out, self.moves = self.moves, []
+        return out
 
     def commit(self, req_id: str, num_computed: int) -> None:
         """The step ran: `num_computed` tokens are now in the pool.  Publish
@@ -300,49 +340,17 @@ class MemoryManager:
         return any(p != NO_PAGE for t in r.tables for p in t) or any(r.pending) or bool(r.scratch)
 
     def fits_alone(self, num_tokens: int, encoder_tokens: int, chunk: int | None = None) -> bool:
-        """Whether a request of `num_tokens` tokens (prompt + output) and
-        `encoder_tokens` image tokens, computed at most `chunk` tokens a
-        step, fits in the pool with nothing else."""
-        need = []
-        for p, g in zip(self.policies, self.plan.groups):
-            pages = p.peak_pages(num_tokens, encoder_tokens, chunk or num_tokens) + (0 if p.recurrent else 1)
-            need.append(-(-pages // g.per_large))
-        if self.plan.static_share:   # each group must fit its own partition
-            return all(n <= s for n, s in zip(need, self.plan.static_share))
-        return sum(need) <= self.plan.num_large_pages
+        """Whether such a request fits the pool with nothing else (capacity.py)."""
+        return capacity.fits_alone(self.policies, self.plan, num_tokens, encoder_tokens, chunk)
 
     def has_room_for(self, num_tokens: int, encoder_tokens: int, chunk: int | None = None) -> bool:
-        """Whether the pool could now hold a whole request of `num_tokens`
-        tokens, computed at most `chunk` tokens a step (default: all at
-        once), at its peak: in free slots of its groups' large pages, then in
-        free or evictable large pages (a conservative test for admitting a
-        prompt that will take several chunks to prefill)."""
-        pool, need = self.pool, []
-        for p, g in zip(self.policies, self.plan.groups):
-            # the peak, not the end state: a window group holds a whole
-            # chunk past its window while the chunk runs
-            pages = p.peak_pages(num_tokens, encoder_tokens, chunk or num_tokens) + (0 if p.recurrent else 1)
-            slots = pool.held[g.gid] * g.per_large - pool.n_used[g.gid] - pool.n_cached[g.gid]
-            need.append(-(-max(0, pages - slots) // g.per_large))
-        if self.plan.static_share:
-            return all(n <= pool.num_reclaimable_large(g) for g, n in enumerate(need))
-        return sum(need) <= pool.num_reclaimable_large()
+        """Whether the pool could hold such a request now (capacity.py)."""
+        return capacity.has_room_for(self.policies, self.plan, self.pool, self.rules, num_tokens,
+                                     encoder_tokens, chunk)
 
     def usage(self) -> MemoryUsage:
-        """Bytes used, cached, free and still needed, overall and per group."""
-        per = []
-        active = [r for r in self.reqs.values() if r.alloc_end]
-        for p, g in zip(self.policies, self.plan.groups):
-            used, cached = self.pool.counts(g.gid)
-            unit = g.spec.unit_bytes() * len(g.layers)
-            # a page shared by k requests holds its tokens once, not k times
-            units = p.total_needed_units(active)
-            needed = max(0, units - self.pool.n_shared[g.gid] * g.page_tokens) * unit
-            per.append(GroupUsage(g.gid, g.spec.describe(), used * g.small_page_bytes,
-                                  cached * g.small_page_bytes, needed,
-                                  self.pool.held[g.gid] * self.plan.large_page_bytes))
-        return MemoryUsage(self.plan.pool_bytes, self.pool.num_free_large() * self.plan.large_page_bytes,
-                           self.pool.num_free_large(), tuple(per))
+        """Bytes used, cached, free and still needed (capacity.py)."""
+        return capacity.usage(self.policies, self.plan, self.pool, [r for r in self.reqs.values() if r.alloc_end])
 
     def reset_prefix_cache(self) -> int:
         """Drop all cached content not in use; returns pages dropped."""

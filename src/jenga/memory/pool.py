@@ -60,6 +60,10 @@ class PagePool:
         self.key: list[list[Hashable | None]] = [[None] * (n * p) for p in self.per_large]
         self.stamp: list[list[Stamp]] = [[(0, 0)] * (n * p) for p in self.per_large]
         self.small_version = [_zeros(n * p) for p in self.per_large]
+        # the step (manager clock) each page was taken or moved in: such
+        # pages stay put for the rest of the step (memory/compact.py)
+        self.born = [_zeros(n * p) for p in self.per_large]
+        self.now = 0
         # held large page -> its free slots; a full page has no entry (one
         # empty list per page would be ~all large pages, each a GC object)
         self.free_slots: dict[int, list[int]] = {}
@@ -224,6 +228,7 @@ class PagePool:
                 self._own_open_discard(lp, gid)
         assert not self.ref[gid][page], f"group {gid} page {page} is not free"
         self.ref[gid][page] = 1
+        self.born[gid][page] = self.now
         self.n_used[gid] += 1
         if not self.large_used[lp]:
             self.large_version[lp] += 1   # no longer fully evictable

@@ -87,6 +87,21 @@ class ReqMem:
     grow_at: float = -1     # a step ending at or below this needs no pages
     commit_at: float = 0    # a commit below this has nothing to do
 
+    def remap(self, moved: dict[int, dict[int, int]]) -> None:
+        """Pages moved by compaction: moved[g][old] = new.  Rewrites every
+        page id the request holds in those groups."""
+        for g, m in moved.items():
+            table = self.tables[g]
+            if not m.keys().isdisjoint(table):
+                table[:] = [m.get(p, p) for p in table]
+                self.table_cache = None
+            if self.pending[g]:
+                self.pending[g] = [(m.get(p, p), k, prio) for p, k, prio in self.pending[g]]
+            if g in self.scratch:
+                self.scratch[g] = {pos: m.get(p, p) for pos, p in self.scratch[g].items()}
+            if g in self.hit_src:
+                self.hit_src[g] = m.get(self.hit_src[g], self.hit_src[g])
+
     def hashes(self) -> list[int]:
         return self.hasher.update(self.tokens, len(self.tokens))
 

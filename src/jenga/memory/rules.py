@@ -23,6 +23,9 @@ class AllocatorRules:
         first, same token same priority in every group); otherwise on the
         order pages were released, group by group (vLLM's free queue).
     partitioned: each group may hold at most its static share of large pages.
+    compaction: when nothing else frees room, empty another group's large
+        page by moving its small pages into that group's free slots
+        elsewhere (memory/compact.py).
     mamba_checkpoints: "jenga" (every interval, prompt ends, branch points),
         "block" (only at the token groups' page boundaries, as vLLM v1),
         "none" (no recurrent-state caching, as vLLM v0).
@@ -32,11 +35,12 @@ class AllocatorRules:
     aligned: bool = True
     partitioned: bool = False
     mamba_checkpoints: str = "jenga"
+    compaction: bool = False
 
     @classmethod
     def for_plan(cls, plan: MemoryPlan) -> "AllocatorRules":
         if plan.allocator == "jenga":
-            return cls()
+            return cls(compaction=True)
         if plan.allocator == "static":
             return cls(partitioned=True)
         if plan.allocator == "uniform":

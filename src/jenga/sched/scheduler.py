@@ -235,7 +235,10 @@ class Scheduler:
         self._errors.append(RequestUpdate(req.req_id, (), True, FinishReason.ERROR))
 
     def _build_plan(self, chosen: list) -> StepPlan:
-        seqs, copies, zeros = [], [], []
+        seqs, zeros = [], []
+        # compaction's copies first: a later copy may read a moved page
+        copies = [PageCopy(*m) for m in self.manager.take_moves()]
+        self.stats.num_pages_moved += len(copies)
         tables = self.manager.page_tables
         for req, start, end, act in chosen:
             if act is NOTHING:   # most steps: pages only, nothing else to run

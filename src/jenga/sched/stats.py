@@ -15,12 +15,15 @@ class SchedulerStats:
     hit_tokens_per_group is the hit each group alone would have given.
     waiting_for_memory: the last schedule() left a request waiting because
     the memory manager could not make room.
+    num_pages_moved: small pages the manager's compaction moved (each a
+    page copy run before a step's forward) to free a large page.
     """
 
     num_groups: int = 0
     num_running: int = 0
     num_waiting: int = 0
     num_preemptions: int = 0
+    num_pages_moved: int = 0
     num_finished: int = 0
     prompt_tokens: int = 0
     hit_tokens: int = 0

@@ -101,7 +101,9 @@ class StepPlan:
 
     @property
     def empty(self) -> bool:
-        return not self.seqs
+        """Nothing for a runner to do: no seqs and no page operations (a
+        step whose requests were all preempted may still move pages)."""
+        return not self.seqs and not self.copies and not self.zeros
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ class EngineSnapshot:
     num_running: int
     num_waiting: int
     num_preemptions: int
+    num_pages_moved: int
     prompt_tokens: int
     hit_tokens: int
 
@@ -67,7 +68,7 @@ def snapshot(engine: Any) -> EngineSnapshot:
                    for g in usage.per_group)
     return EngineSnapshot(groups, usage.pool_bytes, usage.free_bytes, usage.free_large_pages,
                           usage.utilisation, len(sched.running), len(sched.waiting), stats.num_preemptions,
-                          stats.prompt_tokens, stats.hit_tokens)
+                          stats.num_pages_moved, stats.prompt_tokens, stats.hit_tokens)
 
 
 class _SnapshotCollector:
@@ -108,6 +109,8 @@ class _SnapshotCollector:
                 ("jenga_num_requests_waiting", "requests waiting", s.num_waiting)):
             yield GaugeMetricFamily(name, doc, value=value)
         for name, doc, value in (("jenga_preemptions", "requests preempted", s.num_preemptions),
+                                 ("jenga_pages_moved", "small pages moved by compaction to free a large page",
+                                  s.num_pages_moved),
                                  ("jenga_prefix_cache_queries", "prompt tokens looked up", s.prompt_tokens),
                                  ("jenga_prefix_cache_hits", "prompt tokens hit", s.hit_tokens)):
             yield CounterMetricFamily(name, doc, value=value)

@@ -222,9 +222,14 @@ class CostModel:
         self.num_layers = sum(1 for spec in shape.layers if spec.kind != "vision")
 
     def step(self, plan: StepPlan) -> StepCost:
-        """The cost of `plan` (see module doc); an empty plan costs nothing."""
-        if plan.empty:
-            return StepCost(0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0)
+        """The cost of `plan` (see module doc); a plan without seqs costs only
+        its page copies and zeros."""
+        if not plan.seqs:   # page copies and zeros at most: no forward, no weights read
+            moved = sum(self.page_bytes[c.gid] for c in plan.copies)
+            zeroed = sum(self.page_bytes[gid] for gid, _ in plan.zeros)
+            bw = self.tp * self.gpu.hbm_bandwidth * (self.params.state_bandwidth_efficiency
+                                                     or self.params.bandwidth_efficiency)
+            return StepCost(0, 0, 0, 0, moved, moved + zeroed, 0.0, (2 * moved + zeroed) / bw, 0.0)
         pairs_flops = 0
         read = write = 0
         enc_tokens = 0

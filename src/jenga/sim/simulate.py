@@ -223,7 +223,7 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
             continue
         manager.begin_step()
         step = sched.schedule()
-        if not step.empty:
+        if step.seqs:
             rec.step(clock, manager, step)
         result = runner.execute(step) if not step.empty else StepResult({})
         clock += result.duration_s
@@ -234,7 +234,7 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
                 del live[u.req_id]
                 if bar:
                     bar.update(1)
-        stalls = stalls + 1 if step.empty else 0
+        stalls = 0 if step.seqs else stalls + 1
         if stalls > 2:
             if nxt >= len(pending):
                 raise RuntimeError(f"scheduler made no progress with {len(sched.waiting)} waiting requests")

@@ -76,10 +76,12 @@ class Policy:
     def take_hit(self, r: ReqMem, length: int, pool: PagePool, log: ActionLog) -> None:
         raise NotImplementedError
 
-    def prompt_end_pages(self, r: ReqMem) -> range:
-        """Table indices a prefix hit at the end of the prompt would use
-        (touched when the request releases its pages); none by default."""
-        return range(0)
+    def release_touches(self, r: ReqMem) -> list[int]:
+        """Positions c whose cached pages (content keyed by the prefix of c
+        tokens) a likely next hit needs, already released: re-stamped when
+        the request releases its pages.  Called before its counters reset;
+        none by default."""
+        return []
 
     def scope_start(self, next_pos: int) -> int | None:
         """First token still in scope when the next token is `next_pos`, for

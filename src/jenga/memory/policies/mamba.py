@@ -145,6 +145,18 @@ class MambaPolicy(Policy):
     def priority(self, r: ReqMem, index: int) -> int:
         return -r.num_computed
 
+    def release_touches(self, r: ReqMem) -> list[int]:
+        # the checkpoints a hit is likeliest to start from: the prompt's
+        # end, a branch point, and the latest regular one (the request's own
+        # restart after a preemption); stamped when the request lets go, so
+        # they outlive the older checkpoints other requests left behind
+        if self.rules.mamba_checkpoints != "jenga":
+            return []
+        a, done = self.align, r.num_computed
+        step = math.lcm(a, self.mamba_interval)
+        marks = {done // step * step, r.prompt_len // a * a, r.branch}
+        return sorted(c for c in marks if 0 < c <= done)
+
     def needed_units(self, r: ReqMem) -> int:
         return 1 if r.tables[self.gid] else 0
 

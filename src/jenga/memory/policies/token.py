@@ -133,9 +133,12 @@ class FullPolicy(Policy):
         r.cached_upto[self.gid] = length // self.P
         r.released_upto[self.gid] = lo
 
-    def prompt_end_pages(self, r: ReqMem) -> range:
-        end = r.prompt_len // self.P * self.P
-        return range(self.first_needed(end) // self.P, end // self.P)
+    def release_touches(self, r: ReqMem) -> list[int]:
+        # the pages a hit at the page-aligned prompt end reads, where they
+        # left scope (pages still held are released with a fresh stamp)
+        end, table, P = r.prompt_len // self.P * self.P, r.tables[self.gid], self.P
+        return [(i + 1) * P for i in range(self.first_needed(end) // P, min(end // P, len(table)))
+                if table[i] == NO_PAGE]
 
     def priority(self, r: ReqMem, index: int) -> int:
         return -(index + 1) * self.P

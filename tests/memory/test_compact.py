@@ -1,0 +1,94 @@
+"""Compaction: a group that finds no page gets a large page another group
+empties by moving its small pages; exact moves, page tables and copies."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from helpers import FULL, MAMBA, tiny_plan
+from jenga.memory.compact import compact
+from jenga.memory.manager import MemoryManager
+from jenga.memory.pool import PagePool
+from jenga.memory.rules import AllocatorRules
+
+# full-attention page 32 bytes, Mamba state 128 bytes: 4 full pages to a large page
+KINDS = [(FULL, 1, 4), (MAMBA, 4, 1)]
+
+
+def two_requests(caching=False):
+    """r0 and r1 (17 tokens each, 3-token prompts: no state checkpoint) in a
+    6-large-page pool: each fills a full-attention large page (0, 3) and
+    strands 3 free slots in a second one (1, 4); states in 2 and 5."""
+    m = MemoryManager(tiny_plan(KINDS, 6), enable_prefix_caching=caching, mamba_interval=64)
+    m.tick()
+    for rid in ("r0", "r1"):
+        m.add(rid, list(range(17)) if rid == "r0" else list(range(100, 117)), 3)
+        assert m.allocate(rid, 0, 17) is not None
+        m.commit(rid, 17)
+        m.check_invariants()
+    assert m.page_tables("r0") == ((0, 1, 2, 3, 4), (2,))
+    assert m.page_tables("r1") == ((12, 13, 14, 15, 16), (5,))
+    assert m.pool.num_free_large() == 0
+    return m
+
+
+def test_state_page_gets_a_large_page_emptied_by_moving_a_full_page():
+    m = two_requests()
+    m.tick()
+    m.add("r2", [7, 8, 9], 3)
+    # 6 free full-attention slots, 3 in each of large pages 1 and 4: the
+    # lower one is emptied, r0's page 4 moving into large page 4's slot 17
+    assert m.allocate("r2", 0, 3) is not None
+    m.check_invariants()
+    assert m.take_moves() == [(0, 4, 17)]
+    assert m.take_moves() == []
+    assert m.page_tables("r0") == ((0, 1, 2, 3, 17), (2,))
+    assert m.page_tables("r1") == ((12, 13, 14, 15, 16), (5,))
+    assert m.page_tables("r2") == ((18,), (1,))
+    for rid in ("r0", "r1", "r2"):
+        m.remove(rid)
+        m.check_invariants()
+    assert m.pool.num_free_large() == 6
+
+
+def test_admission_counts_the_large_pages_compaction_can_empty():
+    m = two_requests()
+    assert m.has_room_for(3, 0)          # 6 spare slots: one large page
+    m.rules = replace(m.rules, compaction=False)
+    assert not m.has_room_for(3, 0)
+
+
+def test_without_compaction_the_same_allocation_fails():
+    m = two_requests()
+    m.rules = replace(m.rules, compaction=False)
+    m.tick()
+    m.add("r2", [7, 8, 9], 3)
+    assert m.allocate("r2", 0, 3) is None
+    assert m.take_moves() == []
+    m.check_invariants()
+
+
+def test_pages_taken_this_step_do_not_move():
+    m = two_requests()   # no tick: r0's and r1's pages were taken in this step
+    m.add("r2", [7, 8, 9], 3)
+    assert m.allocate("r2", 0, 3) is None
+    assert m.take_moves() == [] and m.page_tables("r0") == ((0, 1, 2, 3, 4), (2,))
+    m.check_invariants()
+
+
+def test_a_cached_page_moves_with_its_key_fullest_destination_first():
+    pool = PagePool(tiny_plan(KINDS, 3), AllocatorRules(compaction=True))
+    pool.now = 1
+    pages = {o: [pool.allocate(0, o) for _ in range(n)] for o, n in (("x", 2), ("y", 2), ("z", 3))}
+    assert pages == {"x": [0, 1], "y": [4, 5], "z": [8, 9, 10]}
+    pool.set_key(0, 0, "k0")
+    pool.release(0, 0, (1, 0))   # evictable, beside x's page 1 in use
+    pool.now = 2
+    # 5 free slots: large pages 0 and 1 have 2 each, the lower one empties;
+    # its pages fill large page 2's last slot, then one of large page 1's
+    assert compact(pool, 1) == [(0, 0, 11), (0, 1, 6)]
+    assert pool.lookup(0, "k0") == 11 and pool.is_evictable(0, 11)
+    assert pool.ref[0][6] == 1 and pool.large_group[0] is None
+    assert pool.num_free_large() == 1
+    pool.check_invariants([{4: 1, 5: 1, 6: 1, 8: 1, 9: 1, 10: 1}, {}])
+    assert compact(pool, 1) == []    # 2 free slots left: not a large page's worth
