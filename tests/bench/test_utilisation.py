@@ -14,12 +14,13 @@ def test_row_record_and_table_row():
                         throughput_rps=2.0954, preemptions=8)
     rec = row_record("m", "w", r, 1.0)
     assert rec["util_at_preemption"] == 0.995 and rec["rounded"] == 0.985 and rec["refused_with_room"] == 2
-    assert format_row(rec) == ("| m | w | jenga | 99.50% | 98.00% | 97.00% | 99.00% | 98.50% | 1.10% / 1.75% "
+    assert rec["need_over_held"] == pytest.approx(0.98 / 0.99)
+    assert format_row(rec) == ("| m | w | jenga | 99.50% | 98.00% | 98.99% | 97.00% | 99.00% | 98.50% | 1.10% / 1.75% "
                                "| 10 / 4 / 2 (90.00%) | 71.2 | 2.095 | 1.00 | 8 |")
     assert HEADER.splitlines()[0].count("|") == format_row(rec).count("|")
     idle = SimpleNamespace(**{**r.__dict__, "saturated": False, "mem_util": 0.3,
                               "saturation": SaturationSummary.of([])})
-    assert format_row(row_record("m", "w", idle, 1.0)).startswith("| m | w | jenga | n/a | 30.00%* | n/a | n/a | n/a "
+    assert format_row(row_record("m", "w", idle, 1.0)).startswith("| m | w | jenga | n/a | 30.00%* | n/a | n/a | n/a | n/a "
                                                                   "| n/a / n/a | 0 / 0 / 0 |")
 
 

@@ -46,9 +46,14 @@ def test_sliding_releases_out_of_window_pages_and_hits_after_their_eviction():
     assert m.page_tables("a") == ((0, 1, 2, 3, 4, 5), (NO, NO, NO, NO, 10, 11))
     m.remove("a")
     # pressure: a stranger takes 2 free and 2 evicted large pages; the
-    # out-of-window sliding pages are the oldest, the latest tokens go first
+    # out-of-window sliding pages are the oldest, and among them the
+    # earliest tokens go first: they serve only the shortest hits
     run(m, "x", [900 + i for i in range(8)])
-    assert m.page_tables("x") == ((12, 13), (9, 8))   # sliding tokens 12..15, then 8..11
+    assert m.page_tables("x") == ((12, 13), (6, 7))   # sliding tokens 0..3, then 4..7
+    # a hit at 20 needs the window 13..19: page 9 (12..15) was kept for it
+    m.add("c", tokens[:20] + [55, 56], 22)
+    assert m.lookup("c").num_tokens == 20
+    m.remove("c")
     hit = run(m, "b", tokens + [77])
     assert hit.num_tokens == 24 and hit.per_group == (24, 24)
     assert m.page_tables("b")[1][:6] == (NO, NO, NO, NO, 10, 11)

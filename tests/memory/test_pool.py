@@ -56,6 +56,19 @@ def test_evicts_lru_fully_evictable_large_page_before_taking_foreign_slots():
     check(pool)
 
 
+def test_takes_a_foreign_free_slot_before_evicting_a_cached_large_page():
+    pool = make(num_large=3)
+    a = [pool.allocate(0, "A") for _ in range(2)]          # large page 0: slots 2, 3 free
+    b = pool.allocate(0, "B")                              # large page 1
+    pool.set_key(0, b, "kB")
+    pool.release(0, b, (1, 0))                             # large page 1: fully evictable
+    c = pool.allocate(0, "C")                              # large page 2
+    assert (a, b, c) == ([0, 1], 4, 8)
+    # D: no own page, no empty page; a free slot beats evicting B's cached page
+    assert pool.allocate(0, "D") == 2 and pool.lookup(0, "kB") == 4
+    check(pool)
+
+
 def test_takes_any_free_slot_then_evicts_a_small_page():
     pool = make(num_large=2)
     a = [pool.allocate(0, "A") for _ in range(4)]          # large page 0 full

@@ -287,7 +287,7 @@ class MemoryManager:
                     pool.release(gid, page, self._stamp_prio(prio))
                 r.pending[gid] = []
             for i in p.out_of_scope(r, num_computed):
-                pool.release(gid, table[i], self._stamp(p, r, i))
+                pool.release(gid, table[i], self._stamp_prio(p.scope_priority(r, i)))
                 table[i] = NO_PAGE
                 changed = True
         r.num_computed = num_computed

@@ -8,11 +8,15 @@ and returns to the pool the moment all of them are free.
 Allocating one small page of group g for an owner tries, in order (Jenga):
 1. a free slot in a large page the owner opened for g;
 2. an empty large page;
-3. evicting the least recently used fully evictable large page;
-4. any free slot of g;
+3. any free slot of g;
+4. evicting the least recently used fully evictable large page;
 5. evicting the least recently used evictable small page of g.
-Baselines without request-aware placement try 4, 2, 5, 3.  The `static`
-baseline may only take steps 2 and 3 within its group's share.
+The paper evicts (4) before taking another owner's slot (3), to keep a
+request's pages together; that evicts cached prefixes while free slots sit
+unused, and the stranding it avoids is now undone by compaction (the
+manager's sixth step, memory/compact.py).  Baselines without
+request-aware placement try 3, 2, 5, 4.  The `static` baseline may only
+take steps 2 and 4 within its group's share.
 
 Eviction order is by stamp `(time, priority)`, smallest first; the manager
 chooses stamps (see policies).  Heaps are lazy: stale entries are skipped,
@@ -91,7 +95,7 @@ class PagePool:
         if self.rules.request_aware and pack:
             steps = (self._own_slot, self._any_slot, self._empty_large, self._evict_large, self._evict_small)
         elif self.rules.request_aware:
-            steps = (self._own_slot, self._empty_large, self._evict_large, self._any_slot, self._evict_small)
+            steps = (self._own_slot, self._empty_large, self._any_slot, self._evict_large, self._evict_small)
         else:
             steps = (self._any_slot, self._empty_large, self._evict_small, self._evict_large)
         return steps if per > 1 else tuple(s for s in steps if s not in (self._own_slot, self._any_slot))

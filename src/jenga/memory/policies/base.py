@@ -97,6 +97,11 @@ class Policy:
     def priority(self, r: ReqMem, index: int) -> int:
         return 0
 
+    def scope_priority(self, r: ReqMem, index: int) -> int:
+        """Aligned eviction priority of table entry `index` released because
+        it left scope while the request runs (smaller goes first)."""
+        return self.priority(r, index)
+
     def release_time(self, r: ReqMem, index: int, now: int) -> int:
         """Eviction time stamped on table entry `index` when released."""
         return now

@@ -192,6 +192,14 @@ class SlidingPolicy(FullPolicy):
     def max_scope(self) -> float:
         return self.group.spec.window - 1
 
+    def scope_priority(self, r: ReqMem, index: int) -> int:
+        # a page that slid out of the window serves hits ending within a
+        # window after it, so the oldest serves the shortest hits: it goes
+        # first.  Evicting the newest first (as the tail of a finished
+        # request's pages) broke the window of every longer hit, a shared
+        # prefix's end included, while the full-attention group still held it
+        return (index + 1) * self.P
+
     def footprint_units(self, context: int, encoder_tokens: int) -> int:
         return min(context, self.group.spec.window)
 
