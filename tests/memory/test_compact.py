@@ -92,3 +92,22 @@ def test_a_cached_page_moves_with_its_key_fullest_destination_first():
     assert pool.num_free_large() == 1
     pool.check_invariants([{4: 1, 5: 1, 6: 1, 8: 1, 9: 1, 10: 1}, {}])
     assert compact(pool, 1) == []    # 2 free slots left: not a large page's worth
+
+
+def test_an_optional_checkpoint_gets_its_page_by_compaction_after_the_required_ones():
+    m = MemoryManager(tiny_plan(KINDS, 9), enable_prefix_caching=False, mamba_interval=64)
+    m.tick()
+    for k, rid in enumerate(("r0", "r1", "r3")):   # full pages in 0+1, 3+4, 6+7; states 2, 5, 8
+        m.add(rid, list(range(100 * k, 100 * k + 17)), 3)
+        assert m.allocate(rid, 0, 17) is not None
+        m.commit(rid, 17)
+    m.tick()
+    m.add("r2", [7, 8, 9, 10], 4)   # its prompt end (4) gets a state checkpoint
+    act = m.allocate("r2", 0, 4)
+    m.check_invariants()
+    # the state takes large page 1 (r0's page 4 moved to 17); the checkpoint,
+    # which found no page inline, then takes large page 7 (r3's page 28 to 19)
+    assert m.take_moves() == [(0, 4, 17), (0, 28, 19)]
+    assert act.saves == ((1, 4, 7),) and act.zeros == ((1, 1),)
+    assert m.page_tables("r2") == ((18,), (1,))
+    assert m.page_tables("r0")[0][-1] == 17 and m.page_tables("r3")[0][-1] == 19

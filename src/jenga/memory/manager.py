@@ -206,6 +206,12 @@ class MemoryManager:
             if not (self.rules.compaction and self._compact(log)):
                 return None
             log = self._grow(r, start, end, hit_tokens)
+        for gid, use in log.optional:
+            page = self.pool.allocate(gid, req_id, r.pack[gid])
+            while page is None and self.rules.compaction and self._compact(gid):
+                page = self.pool.allocate(gid, req_id, r.pack[gid])
+            if page is not None:
+                use(page)
         if self.plan.vision_outside_pool:
             log.encoder_runs.update(k for k, img in enumerate(r.images) if img.position < end and img.end > start)
         if hit_tokens:

@@ -7,6 +7,7 @@ block hashes extend as tokens are appended.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .hashing import BlockHasher
@@ -34,6 +35,10 @@ class ActionLog:
     saves: list[tuple[int, int, int]] = field(default_factory=list)
     encoder_runs: set[int] = field(default_factory=set)
     now: int = 0
+    # pages a policy wanted but could not get and can do without (a state
+    # checkpoint): (gid, use(page)); the manager retries them once the
+    # step's required pages are taken, with compaction
+    optional: list[tuple[int, Callable[[int], None]]] = field(default_factory=list)
 
     def freeze(self) -> StepActions:
         return StepActions(tuple(self.copies), tuple(self.zeros), tuple(self.saves),

@@ -83,11 +83,15 @@ class MambaPolicy(Policy):
             if key is None or pool.lookup(self.gid, key) is not None:
                 continue
             page = alloc()
-            if page is None:
-                break   # checkpoints are optional: keep the step
-            r.pending[self.gid].append((page, key, -c))
-            log.saves.append((self.gid, c, page))
+            if page is None:   # optional: the manager retries it after the step's other pages
+                log.optional.append((self.gid, lambda page, c=c, key=key: self._save(r, c, key, page, log)))
+            else:
+                self._save(r, c, key, page, log)
         return True
+
+    def _save(self, r: ReqMem, c: int, key, page: int, log: ActionLog) -> None:
+        r.pending[self.gid].append((page, key, -c))
+        log.saves.append((self.gid, c, page))
 
     def _spec_states(self, r: ReqMem, first: int, end: int, alloc: Alloc, log: ActionLog) -> bool:
         """Keep the state after each verified-length candidate first..end-1
