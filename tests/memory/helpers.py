@@ -25,6 +25,7 @@ def tiny_plan(specs: list[tuple[LayerSpec, int, int]], num_large: int, allocator
 FULL = LayerSpec("full", "float32", 1, 1)          # 8 bytes per token
 SLIDE8 = LayerSpec("sliding", "float32", 1, 1, window=8)
 CHUNK8 = LayerSpec("chunked", "float32", 1, 1, chunk=8)
+BUDGET8 = LayerSpec("budget", "float32", 1, 1, budget=8)
 MAMBA = LayerSpec("mamba", "float32", conv_state=(2,), ssm_state=(6,))   # 32 bytes per state
 CROSS = LayerSpec("cross", "float32", 1, 1)
 VISION = LayerSpec("vision", "float32", hidden_size=2)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from helpers import CHUNK8, CROSS, FULL, MAMBA, SLIDE8, VISION, tiny_plan
+from helpers import BUDGET8, CHUNK8, CROSS, FULL, MAMBA, SLIDE8, VISION, tiny_plan
 from jenga.memory.manager import MemoryManager
 from jenga.memory.types import ImageRef
 
@@ -23,6 +23,7 @@ KIND_SETS = [
     # third: stranded slots, so compaction runs
     [(FULL, 1, 4), (SLIDE8, 1, 4), (MAMBA, 4, 1)],
     [(FULL, 4, 4), (SLIDE8, 1, 4)],
+    [(FULL, 1, 4), (BUDGET8, 1, 4), (MAMBA, 2, 1)],
 ]
 
 

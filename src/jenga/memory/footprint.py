@@ -4,7 +4,8 @@ yardstick of every utilisation measurement.
 `TrueNeed` is that yardstick: the bytes each group's layers really need,
 token by token, as the jenga plan's policies define scope (every token for
 full attention, the window for sliding, the current chunk for chunked, one
-state for Mamba, the image tokens for cross-attention and vision), whatever
+state for Mamba, the image tokens for cross-attention and vision, the
+budget for a token-budget layer), whatever
 allocator holds them.  `ideal_bytes` is its total for one request at its
 end, `true_need_bytes` for a set of running requests.  `request_footprint`
 counts the bytes a plan's allocator actually holds for one request (whole
@@ -79,8 +80,11 @@ class TrueNeed:
             raise ValueError(f"bad step range [{start}, {end})")
         # a step's scope reaches from the scope of its first token to its end
         lows = self.scope_start(start, end, True)
-        return tuple(k if lo is None else max(k, (end - lo) * u)
-                     for k, u, lo in zip(self.kept(end, encoder_tokens), self.unit, lows))
+        out = []
+        for p, k, u, lo in zip(self.policies, self.kept(end, encoder_tokens), self.unit, lows):
+            held = p.step_units(start, end, encoder_tokens) if lo is None else end - lo
+            out.append(k if held is None else max(k, held * u))
+        return tuple(out)
 
     def rounded(self, start: int, end: int, encoder_tokens: int, current: bool) -> tuple[int, ...]:
         """Per group: `step(start, end, ...)` (current) or `kept(end, ...)`
@@ -89,8 +93,11 @@ class TrueNeed:
         with these pages holds."""
         out = []
         for p, g, lo in zip(self.policies, self.plan.groups, self.scope_start(start, end, current)):
+            held = p.step_units(start, end, encoder_tokens) if current and lo is None else None
             if lo is not None:   # the pages from the one holding the scope's first token
                 pages = -(-end // p.P) - lo // p.P
+            elif held is not None:   # a step's slots, whatever their positions
+                pages = max(-(-held // p.P), p.footprint_pages(end, encoder_tokens))
             else:
                 pages = p.footprint_pages(end, encoder_tokens)
             out.append(pages * g.small_page_bytes)

@@ -192,8 +192,9 @@ class MemoryManager:
         the draft model's next proposals.  All or nothing: returns None and
         changes nothing (beyond evicting cached pages) when memory is short."""
         r = self.reqs[req_id]
-        if end <= r.grow_at and not spec and not hit_tokens and 0 <= start < end <= len(r.tokens) + 1:
+        if end <= r.grow_at and end == start + 1 and not spec and not hit_tokens and 0 <= start <= len(r.tokens):
             # the common decode step: no group crosses a page boundary
+            # (a step of several tokens always asks the policies)
             r.spec, r.lookahead, r.alloc_end = 0, lookahead, end
             return NOTHING
         if not 0 <= start < end <= len(r.tokens) + 1 + spec or not 0 <= spec < end - start + 1:

@@ -2,8 +2,8 @@
 
 A `LayerSpec` is the only description of a layer the memory manager sees.  It
 is frozen and hashable; layers with equal specs form one *group*.  Per-token
-kinds (full, sliding, chunked, cross, vision) store `bytes_per_token` bytes
-for every token they keep; `mamba` stores one fixed-size state per request.
+kinds (full, sliding, chunked, budget, cross, vision) store `bytes_per_token`
+bytes for every token they keep; `mamba` stores one fixed-size state per request.
 Nothing here imports torch: dtypes are names.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
-KINDS = ("full", "sliding", "chunked", "mamba", "cross", "vision")
+KINDS = ("full", "sliding", "chunked", "budget", "mamba", "cross", "vision")
 
 DTYPE_BYTES = {
     "float32": 4, "fp32": 4,
@@ -39,6 +39,9 @@ class LayerSpec:
     window: sliding window length in tokens (a token attends to itself and the
         window-1 tokens before it).
     chunk: chunk length for chunked-local attention.
+    budget: tokens a `budget` layer keeps (PyramidKV-style KV compression:
+        the layer keeps its `budget` most relevant tokens, overwriting an
+        evicted token's slot with a new one).
     conv_state, ssm_state: element shapes of one Mamba layer's two states.
     state_dtype: dtype of the SSM state (often float32 while conv is bf16).
     hidden_size: width of one vision embedding.
@@ -52,6 +55,7 @@ class LayerSpec:
     head_size: int = 0
     window: int = 0
     chunk: int = 0
+    budget: int = 0
     conv_state: tuple[int, ...] = ()
     ssm_state: tuple[int, ...] = ()
     state_dtype: str = ""
@@ -64,13 +68,15 @@ class LayerSpec:
         dtype_bytes(self.dtype)
         if self.state_dtype:
             dtype_bytes(self.state_dtype)
-        if self.kind in ("full", "sliding", "chunked", "cross"):
+        if self.kind in ("full", "sliding", "chunked", "budget", "cross"):
             if self.num_kv_heads <= 0 or self.head_size <= 0:
                 raise ValueError(f"{self.kind} layer needs num_kv_heads > 0 and head_size > 0")
         if self.kind == "sliding" and self.window <= 0:
             raise ValueError("sliding layer needs window > 0")
         if self.kind == "chunked" and self.chunk <= 0:
             raise ValueError("chunked layer needs chunk > 0")
+        if self.kind == "budget" and self.budget <= 0:
+            raise ValueError("budget layer needs budget > 0")
         if self.kind == "mamba" and (not self.conv_state or not self.ssm_state):
             raise ValueError("mamba layer needs conv_state and ssm_state shapes")
         if self.kind == "vision" and self.hidden_size <= 0:
@@ -110,7 +116,8 @@ class LayerSpec:
         return self.bytes_per_token if self.per_token else self.state_bytes
 
     def describe(self) -> str:
-        extra = {"sliding": f"(window={self.window})", "chunked": f"(chunk={self.chunk})"}.get(self.kind, "")
+        extra = {"sliding": f"(window={self.window})", "chunked": f"(chunk={self.chunk})",
+                 "budget": f"(budget={self.budget})"}.get(self.kind, "")
         tag = "" if self.model == "main" else f"[{self.model}]"
         return f"{self.kind}{extra}{tag}"
 
@@ -127,6 +134,11 @@ def sliding(window: int, num_kv_heads: int, head_size: int, dtype: str = "bfloat
 def chunked(chunk: int, num_kv_heads: int, head_size: int, dtype: str = "bfloat16",
             model: str = "main") -> LayerSpec:
     return LayerSpec("chunked", dtype, num_kv_heads, head_size, chunk=chunk, model=model)
+
+
+def token_budget(budget: int, num_kv_heads: int, head_size: int, dtype: str = "bfloat16",
+                 model: str = "main") -> LayerSpec:
+    return LayerSpec("budget", dtype, num_kv_heads, head_size, budget=budget, model=model)
 
 
 def cross(num_kv_heads: int, head_size: int, dtype: str = "bfloat16", model: str = "main") -> LayerSpec:

@@ -174,6 +174,13 @@ def _sliding(spec: LayerSpec, seq: SeqStep) -> LayerWork:
     return LayerWork(_window_pairs(s, e, w), (e - max(0, s - w + 1)) * b, (e - s) * b)
 
 
+def _budget(spec: LayerSpec, seq: SeqStep) -> LayerWork:
+    """A token budget B costs what a window of B does: each query attends
+    to at most B kept tokens (the chunk causally)."""
+    s, e, w, b = seq.start, seq.end, spec.budget, spec.bytes_per_token
+    return LayerWork(_window_pairs(s, e, w), (e - max(0, s - w + 1)) * b, (e - s) * b)
+
+
 def _chunked(spec: LayerSpec, seq: SeqStep) -> LayerWork:
     s, e, c, b = seq.start, seq.end, spec.chunk, spec.bytes_per_token
     return LayerWork(_chunk_prefix(e, c) - _chunk_prefix(s, c), (e - s // c * c) * b, (e - s) * b)
@@ -195,7 +202,7 @@ def _mamba(spec: LayerSpec, seq: SeqStep) -> LayerWork:
 
 
 KERNELS: dict[str, Callable[[LayerSpec, SeqStep], LayerWork]] = {
-    "full": _full, "sliding": _sliding, "chunked": _chunked,
+    "full": _full, "sliding": _sliding, "chunked": _chunked, "budget": _budget,
     "cross": _cross, "vision": _vision, "mamba": _mamba,
 }
 

@@ -23,8 +23,8 @@ LAYERS = {
     "llama-3.1-70b": {"full": 80},
     "llava-onevision-7b": {"full": 28, "vision": 1},
     "character-ai-70b": {"sliding(window=1024)": 27, "full": 13},
-    "pyramidkv-70b": {"sliding(window=2048)": 20, "sliding(window=1024)": 20, "sliding(window=512)": 20,
-                      "sliding(window=256)": 20},
+    "pyramidkv-70b": {"budget(budget=2048)": 20, "budget(budget=1024)": 20, "budget(budget=512)": 20,
+                      "budget(budget=256)": 20},
 }
 
 # bytes of state per token summed over the per-token layers (bf16 K and V)
@@ -112,9 +112,9 @@ def test_technique_presets_keep_70b_weights():
     assert [i for i, s in enumerate(cai.layers) if s.kind == "full"] == list(range(2, 40, 3))
     assert "character.ai" in cai.source and "2024" in cai.source
     pyramid = get_preset("pyramidkv-70b")
-    assert [pyramid.layers[i].window for i in (0, 19, 20, 39, 40, 59, 60, 79)] == \
+    assert [pyramid.layers[i].budget for i in (0, 19, 20, 39, 40, 59, 60, 79)] == \
         [2048, 2048, 1024, 1024, 512, 512, 256, 256]
-    assert "window" in pyramid.source and "budget" in pyramid.source
+    assert {s.kind for s in pyramid.layers} == {"budget"} and "budget" in pyramid.source
 
 
 def test_presets_go_through_shape_from_config():

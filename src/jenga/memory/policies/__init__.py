@@ -4,13 +4,14 @@ A new kind is one class and one line here."""
 from __future__ import annotations
 
 from .base import NO_PAGE, Policy
+from .budget import BudgetPolicy
 from .encoder import CrossPolicy, VisionPolicy
 from .mamba import MambaPolicy
 from .token import ChunkedPolicy, FullPolicy, SlidingPolicy
 
 REGISTRY: dict[str, type[Policy]] = {
     cls.kinds[0]: cls
-    for cls in (FullPolicy, SlidingPolicy, ChunkedPolicy, MambaPolicy, CrossPolicy, VisionPolicy)
+    for cls in (FullPolicy, SlidingPolicy, ChunkedPolicy, BudgetPolicy, MambaPolicy, CrossPolicy, VisionPolicy)
 }
 
 

@@ -57,7 +57,8 @@ class Policy:
     # Thresholds let the manager skip all per-group work on most decode
     # steps: below them nothing can change (each is re-read after a change).
     def grow_threshold(self, r: ReqMem) -> float:
-        """Largest step end for which `grow` would take nothing."""
+        """Largest end of a one-token step for which `grow` would take
+        nothing (steps of several tokens always call `grow`)."""
         return -1
 
     def commit_threshold(self, r: ReqMem) -> float:
@@ -87,6 +88,12 @@ class Policy:
         """First token still in scope when the next token is `next_pos`, for
         kinds that keep a range of tokens; None for kinds that keep states
         or images (their need is `footprint_units`)."""
+        return None
+
+    def step_units(self, start: int, end: int, encoder_tokens: int) -> int | None:
+        """Units a step computing [start, end) holds, for kinds whose need
+        during a step is not a token range (`scope_start` None) yet exceeds
+        what they keep; None: `footprint_units` of the step's end."""
         return None
 
     def hit_step(self) -> int | None:

@@ -11,10 +11,11 @@ than checkpoints and transform a Llama-3.1-70B shape afterwards:
   the 40 KV-owning layers are listed (a pair with a global layer owns a
   global KV); layer i of the shape is the pair (2i, 2i+1).
 - pyramidkv-70b: Llama-70B whose per-layer token budget shrinks with depth,
-  in 4 tiers of 20 layers keeping 2048 / 1024 / 512 / 256 tokens.  Each
-  budget is modelled as a sliding window of that many tokens: for memory a
-  layer that keeps its B most relevant tokens holds exactly as much as one
-  keeping its last B tokens.
+  in 4 tiers of 20 layers keeping 2048 / 1024 / 512 / 256 tokens, as
+  `budget` layers (policies/budget.py): a layer keeps its B most relevant
+  tokens in ceil(B / page) pages, a new token taking an evicted one's slot.
+  (It was a sliding window of B tokens until 2026-11-27: the same tokens,
+  but about one page more per tier, the one straddling the window's start.)
 
 Weights and active parameters of both stay those of the 80-layer model.
 `source` names the HF repository and the config fields each shape uses.
@@ -109,8 +110,8 @@ CONFIGS: dict[str, tuple[dict, str]] = {
     "pyramidkv-70b": (_LLAMA_70B,
                       "Llama-3.1-70B shape (meta-llama/Llama-3.1-70B config.json) with PyramidKV per-layer "
                       "budgets (Cai et al., 2024) shrinking with depth: 4 tiers of 20 layers keep 2048/1024/512/256 "
-                      "tokens; each budget is modelled as a sliding window of that size, which for memory equals "
-                      "a per-layer token budget"),
+                      "tokens (a `budget` layer: the kept tokens fill ceil(B / page) pages, an evicted token's "
+                      "slot taking the next one)"),
 }
 
 PYRAMID_TIERS = (2048, 1024, 512, 256)
@@ -128,8 +129,8 @@ def _share_pairs(shape: ModelShape) -> ModelShape:
 
 def _pyramid(shape: ModelShape) -> ModelShape:
     tier_len = len(shape.layers) // len(PYRAMID_TIERS)
-    layers = tuple(LayerSpec("sliding", s.dtype, s.num_kv_heads, s.head_size,
-                             window=PYRAMID_TIERS[min(i // tier_len, len(PYRAMID_TIERS) - 1)])
+    layers = tuple(LayerSpec("budget", s.dtype, s.num_kv_heads, s.head_size,
+                             budget=PYRAMID_TIERS[min(i // tier_len, len(PYRAMID_TIERS) - 1)])
                    for i, s in enumerate(shape.layers))
     return replace(shape, layers=layers)
 
