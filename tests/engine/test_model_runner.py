@@ -69,6 +69,11 @@ def test_empty_step_and_sampled_rows(model):
     runner = ModelRunner(model, KVPool(plan), plan)
     empty = runner.execute(StepPlan(0, ()))
     assert isinstance(empty, RunnerOutput) and empty.req_ids == () and empty.logits.shape == (0, 128)
+    # a step with page copies and no seqs still applies them
+    runner.kv_pool.page_bytes(0)[3].fill_(7)
+    moved = runner.execute(StepPlan(0, (), copies=(PageCopy(0, 3, 5),)))
+    assert moved.req_ids == () and bool((runner.kv_pool.page_bytes(0)[5] == 7).all())
+    runner.kv_pool.apply_zeros([(0, 3), (0, 5)])
     out = runner.execute(StepPlan(1, (
         _seq("a", PROMPT[:6], 0, ((0, 1), (16, 17)), sample=False),
         _seq("b", PROMPT, 0, ((2, 3, 4, 5), (18, 19, 20, 21))),

@@ -22,7 +22,7 @@ from jenga.memory.shapes.hf import shape_from_path
 from jenga.model.kv_pool import KVPool
 from jenga.model.loader import load_model
 from jenga.sched.params import SamplingParams
-from jenga.sched.step import SeqStep, StepPlan
+from jenga.sched.step import PageCopy, SeqStep, StepPlan
 
 P = 4
 GREEDY = SamplingParams(max_tokens=50, temperature=0.0, ignore_eos=True)
@@ -185,3 +185,11 @@ def test_spec_runner_refuses_mismatched_runners(folders):
     other, _ = build(folders, "random")
     with pytest.raises(ValueError, match="share one KV pool and plan"):
         SpecRunner(spec.target, other.draft, Sampler(), 2)
+
+
+def test_a_step_with_only_page_copies_applies_them(folders):
+    spec, _ = build(folders, "random", k=2)
+    pages = spec.target.kv_pool.page_bytes(0)
+    pages[1].fill_(9)
+    out = spec.execute(StepPlan(0, (), copies=(PageCopy(0, 1, 2),)))
+    assert out.sampled == {} and out.draft_tokens == {} and bool((pages[2] == 9).all())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from helpers import FULL, MAMBA, tiny_plan
 from jenga.memory.compact import compact
 from jenga.memory.manager import MemoryManager
@@ -111,3 +113,18 @@ def test_an_optional_checkpoint_gets_its_page_by_compaction_after_the_required_o
     assert act.saves == ((1, 4, 7),) and act.zeros == ((1, 1),)
     assert m.page_tables("r2") == ((18,), (1,))
     assert m.page_tables("r0")[0][-1] == 17 and m.page_tables("r3")[0][-1] == 19
+
+
+def test_move_refuses_a_free_source_or_a_taken_destination():
+    pool = PagePool(tiny_plan(KINDS, 2), AllocatorRules(compaction=True))
+    a, b = pool.allocate(0, "x"), pool.allocate(0, "x")
+    assert (a, b) == (0, 1)
+    with pytest.raises(ValueError, match="cannot move page 2 onto page 3"):
+        pool.move(0, 2, 3)   # 2 is free
+    with pytest.raises(ValueError, match="cannot move page 0 onto page 1"):
+        pool.move(0, 0, 1)   # 1 is in use
+    with pytest.raises(ValueError, match="cannot move page 0 onto page 4"):
+        pool.move(0, 0, 4)   # large page 1 is not the group's
+    pool.move(0, 0, 3)
+    assert pool.ref[0][3] == 1 and pool.ref[0][0] == 0 and pool.num_free_slots(0) == 2
+    pool.check_invariants([{1: 1, 3: 1}, {}])

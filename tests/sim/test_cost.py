@@ -138,6 +138,12 @@ def test_overheads_and_empty_plan():
     m = CostModel(SHAPE, PLAN, GPU, CostParams(step_overhead_s=0.002, seq_overhead_s=1e-4))
     assert m.step(decode_step(10, 100)).overhead_s == pytest.approx(0.002 + 10 * 1e-4)
     assert m.step(StepPlan(1, ())).duration_s == 0.0
+    # only page copies (compaction in a step whose requests were all
+    # preempted): their bytes, no weights, no overhead
+    moved = m.step(StepPlan(1, (), copies=(PageCopy(0, 1, 2), PageCopy(1, 3, 4))))
+    small = sum(g.small_page_bytes for g in PLAN.groups)
+    assert (moved.weight_bytes, moved.state_read_bytes, moved.state_write_bytes) == (0, small, small)
+    assert moved.duration_s == pytest.approx(2 * small / (GPU.hbm_bandwidth * m.params.bandwidth_efficiency))
 
 
 def test_q_dim_falls_back_to_kv_width_without_hidden_size():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .compact import free_slots
 from .plan import MemoryPlan
 from .pool import PagePool
 from .reqstate import ReqMem
@@ -45,7 +44,7 @@ def has_room_for(policies: Sequence, plan: MemoryPlan, pool: PagePool, rules: Al
     a prompt that will take several chunks to prefill)."""
     need, spare = [], 0
     for p, g in zip(policies, plan.groups):
-        pages, slots = _peak(p, num_tokens, encoder_tokens, chunk), free_slots(pool, g.gid)
+        pages, slots = _peak(p, num_tokens, encoder_tokens, chunk), pool.num_free_slots(g.gid)
         need.append(-(-max(0, pages - slots) // g.per_large))
         spare += max(0, slots - pages) // g.per_large
     if plan.static_share:

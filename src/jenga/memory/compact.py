@@ -14,8 +14,9 @@ pages into free slots of the same group in other large pages, and so
 returns it to the pool.  This is possible exactly when that group has at
 least a large page's worth of free slots in all: the emptiest large page
 has at least the average share of them, so the others hold enough to take
-its pages.  The caller rewrites page tables and tells the runner to copy
-each moved page (`PageCopy`) before the step's forward.
+its pages.  Each page moves by `PagePool.move`; the caller rewrites page
+tables and tells the runner to copy each moved page (`PageCopy`) before the
+step's forward.
 
 Pages taken or moved during the current step (`born == now`) never move
 again in it: the step's actions (state saves, zeros, copies) may name
@@ -46,21 +47,16 @@ def compact(pool: PagePool, gid: int, pinned: Container[tuple[int, int]] = ()) -
     dsts = _destinations(pool, h, lp, len(srcs))
     moves = []
     for src, dst in zip(srcs, dsts):
-        _move(pool, h, src, dst)
+        pool.move(h, src, dst)
         moves.append((h, src, dst))
     assert pool.large_group[lp] is None, "compacted large page did not empty"
     return moves
 
 
-def free_slots(pool: PagePool, h: int) -> int:
-    """Free small-page slots in group h's held large pages."""
-    return pool.held[h] * pool.per_large[h] - pool.n_used[h] - pool.n_cached[h]
-
-
 def _victim(pool: PagePool, gid: int, pinned: Container[tuple[int, int]]) -> tuple[int, int] | None:
     """(group, large page) with the most free slots among groups that can
     absorb a whole large page's pages elsewhere; lowest id on ties."""
-    able = {h for h, per in enumerate(pool.per_large) if h != gid and per > 1 and free_slots(pool, h) >= per}
+    able = {h for h, per in enumerate(pool.per_large) if h != gid and per > 1 and pool.num_free_slots(h) >= per}
     if not able:
         return None
     best, best_free = None, 0
@@ -91,36 +87,3 @@ def _destinations(pool: PagePool, h: int, victim: int, n: int) -> list[int]:
         if len(out) == n:
             return out
     raise AssertionError(f"group {h} has fewer than {n} free slots outside large page {victim}")
-
-
-def _move(pool: PagePool, h: int, src: int, dst: int) -> None:
-    """Give free slot `dst` the state of `src` (references, cache key and
-    stamp) and free `src`; counts per group are unchanged."""
-    per = pool.per_large[h]
-    ls, ld = src // per, dst // per
-    ref, key = pool.ref[h][src], pool.key[h][src]
-    slots = pool.free_slots[ld]
-    slots.remove(dst)
-    if not slots:
-        del pool.free_slots[ld]
-        pool._own_open_discard(ld, h)
-    pool.ref[h][dst], pool.key[h][dst], pool.stamp[h][dst] = ref, key, pool.stamp[h][src]
-    pool.born[h][dst] = pool.now
-    pool.small_version[h][dst] += 1
-    pool.small_version[h][src] += 1
-    pool.ref[h][src], pool.key[h][src] = 0, None
-    if key is not None:
-        pool.cache_map[h][key] = dst
-    if ref:
-        pool._set_used(ld, +1)
-        pool.large_used[ls] -= 1
-        if not pool.large_used[ls]:
-            pool.idle[h] += 1
-    else:
-        pool.large_cached[ld] += 1
-        pool.large_cached[ls] -= 1
-        pool._push_cached(h, dst)
-        pool._maybe_fully_evictable(ld)
-    pool.large_version[ls] += 1
-    pool.free_slots.setdefault(ls, []).append(src)
-    pool._after_free_slot(h, ls)

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from math import lcm
 
-from .hashing import BlockHasher
-from .plan import MemoryPlan
-from .policies import NO_PAGE, policy_for
 from . import capacity
 from .checkpoint_interval import default_mamba_interval
 from .compact import compact
+from .hashing import BlockHasher
+from .plan import MemoryPlan
+from .policies import NO_PAGE, policy_for
 from .pool import PagePool
 from .reqstate import ActionLog, ReqMem, StepActions
 from .rules import AllocatorRules

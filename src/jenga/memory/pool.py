@@ -18,6 +18,9 @@ manager's sixth step, memory/compact.py).  Baselines without
 request-aware placement try 3, 2, 5, 4.  The `static` baseline may only
 take steps 2 and 4 within its group's share.
 
+`move` relocates a used or cached page into a free slot of its group (the
+state transition compaction is made of; memory/compact.py picks which).
+
 Eviction order is by stamp `(time, priority)`, smallest first; the manager
 chooses stamps (see policies).  Heaps are lazy: stale entries are skipped,
 and a heap is rebuilt from its live entries once stale ones outnumber them,
@@ -126,6 +129,10 @@ class PagePool:
         if self.share is not None and gid is not None:
             return self.share[gid] - self.held[gid] + self.idle[gid]
         return len(self.free_large) + sum(self.idle)
+
+    def num_free_slots(self, gid: int) -> int:
+        """Free small-page slots in the large pages group gid holds."""
+        return self.held[gid] * self.per_large[gid] - self.n_used[gid] - self.n_cached[gid]
 
     def counts(self, gid: int) -> tuple[int, int]:
         """(used, evictable) small pages of group gid."""
@@ -315,6 +322,44 @@ class PagePool:
         index[key] = page
         self.generation += 1
         return True
+
+    def move(self, gid: int, src: int, dst: int) -> None:
+        """Give free slot `dst` of group gid the state of used or evictable
+        page `src` (references, cache key, stamp) and free `src`, returning
+        its large page to the pool if that was its last page (compaction,
+        memory/compact.py).  Per-group counts do not change; `dst` counts as
+        taken in the current step."""
+        per = self.per_large[gid]
+        ls, ld = src // per, dst // per
+        ref, key = self.ref[gid][src], self.key[gid][src]
+        slots = self.free_slots.get(ld, ())
+        if not (ref or key is not None) or self.large_group[ld] != gid or dst not in slots:
+            raise ValueError(f"group {gid}: cannot move page {src} onto page {dst} (need a page in use or "
+                             "cached, and a free slot of a large page the group holds)")
+        slots.remove(dst)
+        if not slots:
+            del self.free_slots[ld]
+            self._own_open_discard(ld, gid)
+        self.ref[gid][dst], self.key[gid][dst], self.stamp[gid][dst] = ref, key, self.stamp[gid][src]
+        self.born[gid][dst] = self.now
+        self.small_version[gid][dst] += 1
+        self.small_version[gid][src] += 1
+        self.ref[gid][src], self.key[gid][src] = 0, None
+        if key is not None:
+            self.cache_map[gid][key] = dst
+        if ref:
+            self._set_used(ld, +1)
+            self.large_used[ls] -= 1
+            if not self.large_used[ls]:
+                self.idle[gid] += 1
+        else:
+            self.large_cached[ld] += 1
+            self.large_cached[ls] -= 1
+            self._push_cached(gid, dst)
+            self._maybe_fully_evictable(ld)
+        self.large_version[ls] += 1
+        self.free_slots.setdefault(ls, []).append(src)
+        self._after_free_slot(gid, ls)
 
     def _own_open_discard(self, lp: int, gid: int) -> None:
         owner = self.large_owner[lp]
