@@ -100,8 +100,8 @@ class ReqMem:
             if not m.keys().isdisjoint(table):
                 table[:] = [m.get(p, p) for p in table]
                 self.table_cache = None
-            if self.pending[g]:
-                self.pending[g] = [(m.get(p, p), k, prio) for p, k, prio in self.pending[g]]
+            if self.pending[g]:   # in place, like the table: a policy may hold the list
+                self.pending[g][:] = [(m.get(p, p), k, prio) for p, k, prio in self.pending[g]]
             if g in self.scratch:
                 self.scratch[g] = {pos: m.get(p, p) for pos, p in self.scratch[g].items()}
             if g in self.hit_src:
