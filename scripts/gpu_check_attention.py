@@ -178,7 +178,7 @@ def end_to_end(device: str) -> bool:
                     seqs.append(SeqStep(r, tuple(toks), start, (tuple(table),), True,
                                         SamplingParams(temperature=0.0), start + len(toks)))
                     done[r] = start + len(toks)
-                out = runner.execute(StepPlan(step, tuple(seqs)))
+                out = runner.forward(StepPlan(step, tuple(seqs)))
                 outs.append(out.logits)
                 last = {r: int(row.argmax()) for r, row in zip(out.req_ids, out.logits)}
             logits[backend] = torch.stack(outs)

@@ -60,21 +60,21 @@ def _fresh_logits(model, tokens):
     plan = _plan()
     runner = ModelRunner(model, KVPool(plan), plan)
     n = -(-len(tokens) // P)
-    out = runner.execute(StepPlan(0, (_seq("x", tokens, 0, (tuple(range(n)), tuple(range(16, 16 + n)))),)))
+    out = runner.forward(StepPlan(0, (_seq("x", tokens, 0, (tuple(range(n)), tuple(range(16, 16 + n)))),)))
     return out.logits[0]
 
 
 def test_empty_step_and_sampled_rows(model):
     plan = _plan()
     runner = ModelRunner(model, KVPool(plan), plan)
-    empty = runner.execute(StepPlan(0, ()))
+    empty = runner.forward(StepPlan(0, ()))
     assert isinstance(empty, RunnerOutput) and empty.req_ids == () and empty.logits.shape == (0, 128)
     # a step with page copies and no seqs still applies them
     runner.kv_pool.page_bytes(0)[3].fill_(7)
-    moved = runner.execute(StepPlan(0, (), copies=(PageCopy(0, 3, 5),)))
+    moved = runner.forward(StepPlan(0, (), copies=(PageCopy(0, 3, 5),)))
     assert moved.req_ids == () and bool((runner.kv_pool.page_bytes(0)[5] == 7).all())
     runner.kv_pool.apply_zeros([(0, 3), (0, 5)])
-    out = runner.execute(StepPlan(1, (
+    out = runner.forward(StepPlan(1, (
         _seq("a", PROMPT[:6], 0, ((0, 1), (16, 17)), sample=False),
         _seq("b", PROMPT, 0, ((2, 3, 4, 5), (18, 19, 20, 21))),
         _seq("c", PROMPT[:3], 0, ((6,), (22,))))))
@@ -86,30 +86,30 @@ def test_empty_step_and_sampled_rows(model):
 def test_prefix_pages_shared_by_reference_and_by_copy(model):
     plan = _plan()
     runner = ModelRunner(model, KVPool(plan), plan)
-    runner.execute(StepPlan(0, (_seq("a", PROMPT[:8], 0, ((0, 1), (16, 17)), sample=False),)))
+    runner.forward(StepPlan(0, (_seq("a", PROMPT[:8], 0, ((0, 1), (16, 17)), sample=False),)))
     # b reuses a's first 8 tokens by reference: sliding pages 0-1 stay in the
     # window of position 8 (needs 3..8), full pages 16-17 are shared
-    ref = runner.execute(StepPlan(1, (_seq("b", PROMPT[8:], 8, ((0, 1, 2, 3), (16, 17, 18, 19))),)))
+    ref = runner.forward(StepPlan(1, (_seq("b", PROMPT[8:], 8, ((0, 1, 2, 3), (16, 17, 18, 19))),)))
     expected = _fresh_logits(model, PROMPT)
     assert torch.allclose(ref.logits[0], expected, atol=1e-5)
     # c gets copies of a's pages, and a's pages are zeroed in the same step:
     # copies apply before zeros, both before the forward
     copies = (PageCopy(0, 0, 8), PageCopy(0, 1, 9), PageCopy(1, 16, 24), PageCopy(1, 17, 25))
     zeros = ((0, 0), (0, 1), (1, 16), (1, 17))
-    cp = runner.execute(StepPlan(2, (_seq("c", PROMPT[8:], 8, ((8, 9, 10, 11), (24, 25, 26, 27))),),
+    cp = runner.forward(StepPlan(2, (_seq("c", PROMPT[8:], 8, ((8, 9, 10, 11), (24, 25, 26, 27))),),
                                  copies=copies, zeros=zeros))
     assert torch.allclose(cp.logits[0], expected, atol=1e-5)
     assert runner.kv_pool.page_bytes(1)[16].abs().sum().item() == 0
-    again = runner.execute(StepPlan(3, (_seq("d", PROMPT[8:], 8, ((0, 1, 12, 13), (16, 17, 28, 29))),)))
+    again = runner.forward(StepPlan(3, (_seq("d", PROMPT[8:], 8, ((0, 1, 12, 13), (16, 17, 28, 29))),)))
     assert not torch.allclose(again.logits[0], expected, atol=1e-3)     # zeroed prefix: wrong on purpose
 
 
 def test_released_window_pages_are_not_needed(model):
     plan = _plan()
     runner = ModelRunner(model, KVPool(plan), plan)
-    runner.execute(StepPlan(0, (_seq("a", PROMPT[:12], 0, ((0, 1, 2), (16, 17, 18)), sample=False),)))
+    runner.forward(StepPlan(0, (_seq("a", PROMPT[:12], 0, ((0, 1, 2), (16, 17, 18)), sample=False),)))
     # next token at 12 needs 7..12: sliding page 0 (tokens 0-3) is released
-    out = runner.execute(StepPlan(1, (_seq("a", PROMPT[12:], 12, ((NO_PAGE, 1, 2, 3), (16, 17, 18, 19))),)))
+    out = runner.forward(StepPlan(1, (_seq("a", PROMPT[12:], 12, ((NO_PAGE, 1, 2, 3), (16, 17, 18, 19))),)))
     assert torch.allclose(out.logits[0], _fresh_logits(model, PROMPT), atol=1e-5)
 
 
@@ -122,9 +122,9 @@ def test_refuses_what_it_cannot_run(model):
            (dict(state_saves=(StateSave(0, 2, 3),)), "state_saves need recurrent layers")]
     for kw, msg in bad:
         with pytest.raises(ValueError, match=msg):
-            runner.execute(StepPlan(0, (_seq("a", [1, 2, 3], 0, tables, **kw),)))
+            runner.forward(StepPlan(0, (_seq("a", [1, 2, 3], 0, tables, **kw),)))
     with pytest.raises(ValueError, match="group 1 page 0 is NO_PAGE"):
-        runner.execute(StepPlan(0, (_seq("a", [1], 4, ((1, 2), (NO_PAGE, 17))),)))
+        runner.forward(StepPlan(0, (_seq("a", [1], 4, ((1, 2), (NO_PAGE, 17))),)))
 
 
 def test_plan_must_fit_the_model(model):
@@ -140,5 +140,5 @@ def test_plan_must_fit_the_model(model):
     # max-page style: the sliding layer kept in a full group is fine (masked, not released)
     wide = MemoryPlan((Group(0, FULL, (0, 1), P, P * 128, 1),), 1024, 8)
     runner = ModelRunner(model, KVPool(wide), wide)
-    out = runner.execute(StepPlan(0, (_seq("a", PROMPT, 0, ((0, 1, 2, 3),)),)))
+    out = runner.forward(StepPlan(0, (_seq("a", PROMPT, 0, ((0, 1, 2, 3),)),)))
     assert torch.allclose(out.logits[0], _fresh_logits(model, PROMPT), atol=1e-5)

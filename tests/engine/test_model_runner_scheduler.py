@@ -68,7 +68,7 @@ def _serve(model, plan, prompts, budget):
         if not sched.has_unfinished():
             break
         plan_ = sched.schedule()
-        out = runner.execute(plan_)
+        out = runner.forward(plan_)
         sampled = {r: (int(row.argmax()),) for r, row in zip(out.req_ids, out.logits)}
         for u in sched.update(plan_, StepResult(sampled), float(step)):
             outs[u.req_id].extend(u.new_token_ids)

@@ -87,16 +87,16 @@ def test_accept_stops_at_the_first_mismatch():
 def test_verify_rows_equal_transformers_logits(folders):
     spec, plan = build(folders, "random")
     t = tables(plan, 16)
-    spec.target.execute(StepPlan(0, (SeqStep("a", tuple(PROMPT), 0, t, False, GREEDY, 10),)))
+    spec.target.forward(StepPlan(0, (SeqStep("a", tuple(PROMPT), 0, t, False, GREEDY, 10),)))
     window = (17, 42, 99)              # the last real token, then two drafts
-    out = spec.target.execute(StepPlan(1, (SeqStep("a", window, 10, t, True, GREEDY, 10, num_spec=2),)),
+    out = spec.target.forward(StepPlan(1, (SeqStep("a", window, 10, t, True, GREEDY, 10, num_spec=2),)),
                               verify=True)
     with torch.no_grad():
         ref = folders[1]["target"](torch.tensor([PROMPT + list(window)])).logits[0, -3:]
     assert out.req_ids == ("a",) and out.logits.shape == (3, 258)
     assert torch.allclose(out.logits, ref, atol=1e-4)
     with pytest.raises(ValueError, match=r"num_spec=2\) needs execute\(verify=True\)"):
-        spec.target.execute(StepPlan(1, (SeqStep("a", window, 10, t, True, GREEDY, 10, num_spec=2),)))
+        spec.target.forward(StepPlan(1, (SeqStep("a", window, 10, t, True, GREEDY, 10, num_spec=2),)))
 
 
 @pytest.mark.parametrize("draft", ["random", "twin"])
@@ -154,7 +154,7 @@ def test_a_model_at_an_offset_touches_only_its_groups(folders):
     pool, draft = spec.target.kv_pool, spec.draft
     assert [g.spec.model for g in plan.groups] == ["main", "draft"] and draft.layer_offset == 2
     t = tables(plan, 12)
-    draft.execute(StepPlan(0, (SeqStep("a", tuple(PROMPT), 0, t, True, GREEDY, 10),)))
+    draft.forward(StepPlan(0, (SeqStep("a", tuple(PROMPT), 0, t, True, GREEDY, 10),)))
     assert int(pool.buffer.count_nonzero()) > 0
     assert int(pool.page_bytes(0)[list(t[0])].count_nonzero()) == 0         # the target's pages
     # the draft's: 10 tokens of K and V, 1 kv head x 16 fp32 each, all written

@@ -97,7 +97,7 @@ def test_draft_layers_get_their_own_groups_in_one_plan(pair):
     eng = engine(target, draft, 2)
     tags = {g.spec.model: g.layers for g in eng.plan.groups}
     assert tags == {"main": (0, 1), "draft": (2,)}
-    assert eng.spec_runner.draft.layer_offset == 2
+    assert eng.executor.draft.layer_offset == 2
     assert eng.scheduler.config.num_speculative_tokens == 2
 
 

@@ -129,7 +129,7 @@ class Rig:
         return tuple((gid, t[0]) for gid, t in enumerate(tables) if self.is_state(gid))
 
     def run(self, *seqs: SeqStep, copies=(), zeros=()) -> torch.Tensor:
-        return self.runner.execute(StepPlan(0, seqs, copies=copies, zeros=zeros)).logits
+        return self.runner.forward(StepPlan(0, seqs, copies=copies, zeros=zeros)).logits
 
 
 def check_prefill_logits(hf, model, path, prompt: list[int]) -> None:

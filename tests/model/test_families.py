@@ -128,7 +128,7 @@ def test_batched_greedy_decode_matches_generate(pair, allocator):
             seqs.append(seq(pages, n, toks, done[n], sample=k >= 1))
         if not seqs:
             break
-        res = runner.execute(StepPlan(step_id, tuple(seqs)))
+        res = runner.forward(StepPlan(step_id, tuple(seqs)))
         assert res.req_ids == tuple(s.req_id for s in seqs if s.sample)
         for s in seqs:
             done[s.req_id] = s.end

@@ -133,19 +133,16 @@ def run_one(model: Path, allocator: str, kv_bytes: int, w: Workload, progress: b
                               vision.image_token_id if vision else None), params)
     before = e.stats()
     batches, utils, true_utils, probe_s = [], [], [], [0.0]
-    plain_step = e.step
 
-    def observed_step():   # what each step ran and, when memory bound it, how full the pool was
-        outs = plain_step()
+    def observe(event):   # what each step ran and, when memory bound it, how full the pool was
         t = time.perf_counter()
         batches.append(len(e.scheduler.running))
-        if e.scheduler.stats.waiting_for_memory:
+        if event.waiting_for_memory:
             utils.append(e.scheduler.manager.usage().utilisation)
             true_utils.append(true_need_bytes(ref, e.scheduler.running) / e.plan.pool_bytes)
         probe_s[0] += time.perf_counter() - t   # measuring is not serving: kept out of the time
-        return outs
 
-    e.step = observed_step
+    e.add_step_observer(observe)
     t0 = time.perf_counter()
     try:
         outs = llm.generate(prompts, params, use_tqdm=progress)

@@ -1,18 +1,23 @@
 """LLMEngine: the real engine, one step at a time.
 
 It owns one of everything: the tokenizer, the model and its flat KV pool,
-the MemoryPlan sized to the KV budget, the MemoryManager, the Scheduler, the
-ModelRunner and the Sampler (with a speculative_model, also the draft model,
-in the same pool, and the SpecRunner).  `step()` is schedule -> execute ->
-sample -> scheduler.update -> detokenise / stop strings -> outputs;
-requests enter with `add_request` and leave when finished or aborted.  The
-server drives it from one thread; `LLM` drives it to completion for offline batches.
+the MemoryPlan sized to the KV budget, the MemoryManager, the Scheduler and
+one executor (sched/executor.py): the ModelRunner with its Sampler, or with
+a speculative_model the SpecRunner over target and draft in the same pool.
+`step()` is schedule -> executor.execute -> scheduler.update -> detokenise /
+stop strings -> outputs, one code path whatever the executor; observers
+added with `add_step_observer` see every step as a StepEvent.  A step whose
+executor raises fails its own requests (StepFailed) and the engine goes on;
+repeated or device failures end it (EngineDead).  Requests enter with
+`add_request` and leave when finished or aborted.  The server drives it
+from one thread; `LLM` drives it to completion for offline batches.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,9 +31,11 @@ from ..model.kv_pool import KVPool
 from ..model.loader import load_model, read_config
 from ..sched.params import SamplingParams
 from ..sched.request import FinishReason, Request
+from ..sched.executor import Executor, StepEvent
 from ..sched.scheduler import Scheduler
-from ..sched.step import StepResult
+from ..sched.step import StepPlan, StepResult
 from .config import DEFAULT_CPU_KV_BYTES, EngineConfig
+from .executor import MAX_CONSECUTIVE_FAILURES, EngineDead, StepFailed, is_fatal
 from .outputs import RequestOutput
 from .request_state import ReqOutputState
 from .runner import ModelRunner
@@ -38,6 +45,7 @@ from .spec_shape import draft_layer_offset, merge_shapes
 from .tokenizer import Tokenizer
 from .vision_inputs import VisionPrompts
 
+_log = logging.getLogger("jenga.engine")
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -120,16 +128,18 @@ class LLMEngine:
                                      mamba_interval=config.mamba_checkpoint_interval)
         self.scheduler = Scheduler(config.scheduler_config(), self.manager, max_model_len=self.max_model_len)
         self.kv_pool = KVPool(self.plan, device=self.device)
-        self.runner = ModelRunner(self.model, self.kv_pool, self.plan)
         self.sampler = Sampler(self.tokenizer.eos_token_ids, seed=config.seed)
-        self.spec_runner = None
+        self.runner = ModelRunner(self.model, self.kv_pool, self.plan, sampler=self.sampler)
+        self.executor: Executor = self.runner
         if self.draft_model is not None:
             draft = ModelRunner(self.draft_model, self.kv_pool, self.plan,
                                 layer_offset=draft_layer_offset(target_shape))
-            self.spec_runner = SpecRunner(self.runner, draft, self.sampler, config.num_speculative_tokens)
+            self.executor = SpecRunner(self.runner, draft, self.sampler, config.num_speculative_tokens)
         self._states: dict[str, ReqOutputState] = {}
         self._num_steps = 0
         self._generated = 0
+        self._failures = 0   # consecutive failed steps
+        self._observers: list[Callable[[StepEvent], None]] = []
         # vision-language families: image loading, placeholders, ImageRefs (docs/vlm.md)
         self.vision = VisionPrompts(self.model, self.model_path) if self.runner.images is not None else None
         self._encoder_runs = 0
@@ -212,7 +222,7 @@ class LLMEngine:
                       cache_salt=cache_salt, eos_token_id=eos[0] if eos else None)
         self.scheduler.add_request(req)
         if refs:
-            self.runner.images.add(request_id, inputs)
+            self.executor.register_inputs(request_id, inputs)
         self._states[request_id] = ReqOutputState(request_id, text, tuple(ids), params, self.tokenizer, arrival)
 
     def _tokenize(self, prompt: str | Sequence[int], prompt_text: str | None) -> tuple[str | None, list[int]]:
@@ -237,9 +247,7 @@ class LLMEngine:
         state = self._states.pop(request_id, None)
         if state is None:
             return None
-        self.scheduler.finish_request(request_id, FinishReason.ABORT)
-        self.sampler.drop([request_id])
-        self._drop_images(request_id)
+        self.scheduler.finish_request(request_id, FinishReason.ABORT)   # the next plan's `finished` tells the executor
         return state.abort(time.monotonic())
 
     def has_unfinished_requests(self) -> bool:
@@ -249,31 +257,21 @@ class LLMEngine:
         return len(self._states)
 
     # -------------------------------------------------------------- step
+    def add_step_observer(self, observer: Callable[[StepEvent], None]) -> None:
+        """Call `observer(event)` after every step, in the engine's thread;
+        what it does is not timed as part of the step."""
+        self._observers.append(observer)
+
     def step(self) -> list[RequestOutput]:
         """Run one scheduler step; return an output for every request that
-        gained text or tokens or finished in it."""
-        plan = self.scheduler.schedule()
-        if plan.finished:
-            self.sampler.drop(plan.finished)
+        gained text or tokens or finished in it.  Raises StepFailed when the
+        executor failed (its requests are finished with "error", the engine
+        goes on) and EngineDead when it cannot go on (every request failed)."""
         t0 = time.perf_counter()
-        sampled: dict[str, tuple[int, ...]] = {}
-        drafts: dict[str, tuple[int, ...]] = {}
-        encoder_runs = 0
-        if not plan.empty and self.spec_runner is not None:
-            spec = self.spec_runner.execute(plan)
-            sampled, drafts = spec.sampled, spec.draft_tokens
-            self._num_steps += 1
-        elif not plan.empty:
-            result = self.runner.execute(plan)
-            by_id = {s.req_id: s for s in plan.seqs}
-            tokens = self.sampler.sample(result.logits, [by_id[r] for r in result.req_ids])
-            sampled = {r: (t,) for r, t in zip(result.req_ids, tokens)}
-            self._num_steps += 1
-            encoder_runs = result.encoder_runs
-            self._encoder_runs += encoder_runs
+        plan = self.scheduler.schedule()
+        result = self._execute(plan)
         now = time.monotonic()
-        updates = self.scheduler.update(plan, StepResult(sampled, time.perf_counter() - t0, encoder_runs,
-                                                         draft_tokens=drafts), now)
+        updates = self.scheduler.update(plan, result, now)
         outputs = []
         for u in updates:
             state = self._states.get(u.req_id)
@@ -285,19 +283,56 @@ class LLMEngine:
                 self.scheduler.finish_request(u.req_id, FinishReason.STOP)
             if state.finished:
                 del self._states[u.req_id]
-                self.sampler.drop([u.req_id])
-                self._drop_images(u.req_id)
             outputs.append(step.output)
+        if self._observers:
+            s = self.scheduler
+            event = StepEvent(plan, result, len(s.running), len(s.waiting), s.stats.waiting_for_memory,
+                              time.perf_counter() - t0)
+            for observer in self._observers:
+                observer(event)
         return outputs
+
+    def _execute(self, plan: StepPlan) -> StepResult:
+        """The executor's result for `plan` (an empty one when there is
+        nothing to run); counts the step.  On failure ends the plan's
+        requests with "error" and raises StepFailed, or EngineDead."""
+        if plan.empty and not plan.finished:
+            return StepResult({})
+        try:
+            result = self.executor.execute(plan)
+        except Exception as err:
+            self._failures += 1
+            if is_fatal(err) or self._failures >= MAX_CONSECUTIVE_FAILURES:
+                outputs = self.fail_all(f"engine stopped after a step failure: {type(err).__name__}: {err}")
+                raise EngineDead(f"engine cannot go on: {type(err).__name__}: {err}", outputs) from err
+            ids = [s.req_id for s in plan.seqs]
+            raise StepFailed(ids, self._fail(ids), err) from err
+        self._failures = 0
+        if not plan.empty:
+            self._num_steps += 1
+        self._encoder_runs += result.encoder_runs
+        return result
+
+    def _fail(self, req_ids: Sequence[str]) -> list[RequestOutput]:
+        """Finish `req_ids` with "error" (pages freed); their final outputs."""
+        now, outputs = time.monotonic(), []
+        for rid in req_ids:
+            state = self._states.pop(rid, None)
+            self.scheduler.finish_request(rid, FinishReason.ERROR)
+            if state is not None:
+                outputs.append(state.apply((), FinishReason.ERROR, now).output)
+        return outputs
+
+    def fail_all(self, reason: str) -> list[RequestOutput]:
+        """Finish every request with "error" (engine shutdown or death);
+        returns their final outputs.  `reason` is for the log."""
+        _log.error("failing %d request(s): %s", len(self._states), reason)
+        return self._fail(list(self._states))
 
     @property
     def supports_images(self) -> bool:
         """Whether add_request takes images (a vision-language model)."""
         return self.vision is not None
-
-    def _drop_images(self, request_id: str) -> None:
-        if self.runner.images is not None:
-            self.runner.images.drop([request_id])
 
     def stats(self) -> EngineStats:
         s, usage = self.scheduler.stats, self.manager.usage()

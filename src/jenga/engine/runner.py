@@ -1,16 +1,19 @@
 """ModelRunner: runs one StepPlan through a model over the KV pool.
 
-The runner is the torch side of the step boundary: it applies the plan's
-page copies and zeros to the pool, builds the attention metadata once per
-group, runs the model's forward on all scheduled tokens of all seqs at once
-(prefill chunks and decodes mixed), and returns fp32 logits of the last
-token of every seq whose `sample` flag is set (with `verify`, of its last
-num_spec+1 tokens, for speculative decoding).  Sampling is the sampler's
-job (engine/sampler.py).  A second model sharing the plan (a speculative
-draft) runs with `layer_offset`: its layer i is plan layer offset + i, and
-it sees the pool and the metadata in its own layer numbers.  The runner
-depends on nothing but the StepPlan, so hand-built plans, the scheduler,
-or a replayed trace drive it alike.
+The runner is the local executor (sched/executor.py): `execute(plan)`
+applies the plan's page copies and zeros to the pool, builds the attention
+metadata once per group, runs the model's forward on all scheduled tokens
+of all seqs at once (prefill chunks and decodes mixed), samples the next
+token of every seq whose `sample` flag is set with its Sampler, and returns
+a `StepResult`.  `forward(plan, verify)` is the same step without sampling:
+fp32 logits of the last token of every sampled seq (with `verify`, of its
+last num_spec+1 tokens), which the speculative runner verifies itself.  A
+second model sharing the plan (a speculative draft) runs with
+`layer_offset`: its layer i is plan layer offset + i, and it sees the pool
+and the metadata in its own layer numbers.  Images reach the runner through
+`register_inputs` and leave with `plan.finished`.  The runner depends on
+nothing but the StepPlan, so hand-built plans, the scheduler, or a replayed
+trace drive it alike.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from ..model.families import DecoderLM
 from ..model.kv_pool import KVPool
 from ..model.multimodal import ImageStore
 from ..model.state_metadata import build_state_metadata, check_state_plan
-from ..sched.step import StepPlan
+from ..sched.step import StepPlan, StepResult
+from .sampler import Sampler
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,11 @@ class ModelRunner:
     """Executes StepPlans.  backend: attention backend ("auto", "portable",
     "triton"), see model.attention.paged_attention.  layer_offset: plan
     index of the model's layer 0 (non-zero for a draft model sharing the
-    target's plan)."""
+    target's plan).  sampler: what `execute` samples with (None: only
+    `forward` is usable, as for a draft model)."""
 
     def __init__(self, model: DecoderLM, kv_pool: KVPool, plan: MemoryPlan, backend: str = "auto",
-                 layer_offset: int = 0) -> None:
+                 layer_offset: int = 0, sampler: Sampler | None = None) -> None:
         if kv_pool.plan is not plan:
             raise ValueError("kv_pool was built for a different plan")
         check_plan(model, plan, layer_offset)
@@ -84,6 +89,7 @@ class ModelRunner:
         self._model_pool = kv_pool.with_layer_offset(layer_offset) if layer_offset else kv_pool
         # vision-language families: the engine registers each request's image inputs here
         self.images = ImageStore() if getattr(model, "accepts_images", False) else None
+        self.sampler = sampler
 
     @staticmethod
     def _check_step(step: StepPlan, verify: bool, recurrent: bool, images: bool = False) -> None:
@@ -99,7 +105,43 @@ class ModelRunner:
             if not s.token_ids:
                 raise ValueError(f"request {s.req_id}: a scheduled seq must compute at least one token")
 
-    def execute(self, step: StepPlan, verify: bool = False) -> RunnerOutput:
+    # ------------------------------------------------------- executor
+    def execute(self, step: StepPlan) -> StepResult:
+        """The executor contract: forward, then sample one token per
+        sampled seq.  Drops the sampler's and the image store's state of
+        `step.finished` first.  Raises ValueError as `forward` does, or
+        when the runner has no sampler."""
+        if self.sampler is None:
+            raise ValueError("this ModelRunner has no sampler; use forward() for logits")
+        t0 = time.perf_counter()
+        self.forget(step.finished)
+        out = self.forward(step)
+        by_id = {s.req_id: s for s in step.seqs}
+        tokens = self.sampler.sample(out.logits, [by_id[r] for r in out.req_ids])
+        return StepResult({r: (t,) for r, t in zip(out.req_ids, tokens)}, time.perf_counter() - t0,
+                          out.encoder_runs)
+
+    def register_inputs(self, req_id: str, inputs) -> None:
+        """Register a request's preprocessed images (model.multimodal.ImageInput);
+        ValueError when the model takes no images."""
+        if self.images is None:
+            if inputs:
+                raise ValueError(f"request {req_id}: {type(self.model).__name__} does not take images")
+            return
+        self.images.add(req_id, inputs)
+
+    def forget(self, req_ids) -> None:
+        """Drop the per-request state (sampler generators, images) of ended requests."""
+        if req_ids:
+            if self.sampler is not None:
+                self.sampler.drop(req_ids)
+            if self.images is not None:
+                self.images.drop(req_ids)
+
+    def close(self) -> None:
+        """Nothing to release for a local runner (the pool goes with it)."""
+
+    def forward(self, step: StepPlan, verify: bool = False) -> RunnerOutput:
         """Apply copies and zeros, run the forward, return the sampled seqs'
         logits (with `verify`, those of each sampled seq's last num_spec+1
         tokens); mutates the pool.  Raises ValueError on what the models

@@ -21,7 +21,9 @@ is the residual distribution norm(max(0, p - q)).  Random rows are drawn
 one position per round and only while the seq is still accepting, so a
 seeded request consumes one draw per output token, as without speculation,
 and gives the same tokens.  Rejected positions' KV is simply overwritten
-later.  A recurrent (Mamba) state could not be rolled back past the
+later.  SpecRunner is an executor (sched/executor.py): `execute` returns
+the StepResult with the proposals in `draft_tokens` and the target's
+encoder runs counted.  A recurrent (Mamba) state could not be rolled back past the
 draft's own proposals, so a draft must be attention-only; a recurrent
 target needs ModelRunner to write the plan's state_saves (one state after
 each draft token, which the manager adopts on rejection).
@@ -30,24 +32,12 @@ each draft token, which the manager adopts on rejection).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
-from ..sched.step import SeqStep, StepPlan
+from ..sched.step import SeqStep, StepPlan, StepResult
 from .runner import ModelRunner
 from .sampler import Sampler
-
-
-@dataclass(frozen=True)
-class SpecOutput:
-    """sampled: accepted drafts plus one token per sampled seq; draft_tokens:
-    the draft's next proposals per seq (fewer than k, or none, where the
-    page tables or max_tokens leave no room); duration_s: wall time."""
-
-    sampled: dict[str, tuple[int, ...]]
-    draft_tokens: dict[str, tuple[int, ...]]
-    duration_s: float = 0.0
 
 
 def accept(drafts: tuple[int, ...], samples: list[int]) -> tuple[int, ...]:
@@ -95,19 +85,36 @@ class SpecRunner:
         gids = sorted({pool.group_of(layer) for layer in draft.plan_layers})
         self._draft_groups = [(g, target.plan.groups[g].page_tokens) for g in gids]
 
-    def execute(self, step: StepPlan) -> SpecOutput:
+    def execute(self, step: StepPlan) -> StepResult:
         """Run the step (target, then draft); mutates the pool and advances
-        the sampler's generators.  Raises ValueError as ModelRunner does."""
+        the sampler's generators.  `sampled` holds the accepted drafts plus
+        one token per sampled seq, `draft_tokens` the draft's next proposals
+        (fewer than k, or none, where the page tables or max_tokens leave no
+        room).  Raises ValueError as ModelRunner does."""
         t0 = time.perf_counter()
+        self.forget(step.finished)
+        out = self.target.forward(step, verify=True)
         if not step.seqs:   # page operations only (or nothing)
-            self.target.execute(step, verify=True)
-            return SpecOutput({}, {}, time.perf_counter() - t0)
-        out = self.target.execute(step, verify=True)
+            return StepResult({}, time.perf_counter() - t0)
         by_id = {s.req_id: s for s in step.seqs}
         seqs = [by_id[r] for r in out.req_ids]
         sampled = self._verify(seqs, out.logits)
         drafts = self._propose(step, sampled)
-        return SpecOutput(sampled, drafts, time.perf_counter() - t0)
+        return StepResult(sampled, time.perf_counter() - t0, out.encoder_runs, draft_tokens=drafts)
+
+    def register_inputs(self, req_id: str, inputs) -> None:
+        """Images go to the target (a draft is text-only)."""
+        self.target.register_inputs(req_id, inputs)
+
+    def forget(self, req_ids) -> None:
+        """Drop ended requests' state (the shared sampler's generators, the target's images)."""
+        if req_ids:
+            self.sampler.drop(req_ids)
+            self.target.forget(req_ids)
+
+    def close(self) -> None:
+        self.target.close()
+        self.draft.close()
 
     # ------------------------------------------------------------ verify
     def _verify(self, seqs: list[SeqStep], logits: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -158,13 +165,13 @@ class SpecRunner:
                     tokens = tokens[:-1]                  # no page for it, or no use: left to next step
             catch_up.append(SeqStep(s.req_id, tokens, s.start, s.page_tables, s.req_id in want, s.params,
                                     s.prompt_len))
-        out = self.draft.execute(StepPlan(step.step_id, tuple(catch_up)))
+        out = self.draft.forward(StepPlan(step.step_id, tuple(catch_up)))
         proposals = {r: [t] for r, t in zip(out.req_ids, out.logits.argmax(dim=-1).tolist())}
         by_id = {s.req_id: s for s in step.seqs}
         for j in range(1, max((n for n, _ in want.values()), default=0)):
             run = [SeqStep(r, (proposals[r][-1],), pos + j, by_id[r].page_tables, True, by_id[r].params,
                            by_id[r].prompt_len) for r, (n, pos) in want.items() if n > j]
-            out = self.draft.execute(StepPlan(step.step_id, tuple(run)))
+            out = self.draft.forward(StepPlan(step.step_id, tuple(run)))
             for r, t in zip(out.req_ids, out.logits.argmax(dim=-1).tolist()):
                 proposals[r].append(t)
         return {r: tuple(p) for r, p in proposals.items()}

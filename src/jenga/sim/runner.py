@@ -1,6 +1,7 @@
 """SimRunner: executes a StepPlan by costing it instead of running a model.
 
-It is interchangeable with the torch runner at the step boundary: it takes
+It is an executor (sched/executor.py), interchangeable with the torch
+runner at the step boundary: it takes
 the same frozen `StepPlan` and returns a `StepResult` whose `duration_s` is
 the roofline cost model's time and whose tokens are deterministic: the token
 at position p of request r is `sim_token(r, p)`, whatever the batch, so runs
@@ -65,3 +66,9 @@ class SimRunner:
             if seq.sample:
                 sampled[seq.req_id] = (sim_token(seq.req_id, seq.end, self.vocab_size),)
         return StepResult(sampled, cost.duration_s, encoder_runs)
+
+    def register_inputs(self, req_id: str, inputs) -> None:
+        """Images are costed from the plan's ImageRefs; their pixels are not needed."""
+
+    def close(self) -> None:
+        """Nothing to release."""
