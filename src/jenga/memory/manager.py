@@ -21,6 +21,7 @@ from . import capacity
 from .checkpoint_interval import default_mamba_interval
 from .compact import compact
 from .hashing import BlockHasher
+from .observe import MemoryObserver
 from .plan import MemoryPlan
 from .policies import NO_PAGE, policy_for
 from .pool import PagePool
@@ -54,6 +55,7 @@ class MemoryManager:
         for p in self.policies:
             p.align = self.align
         self.reqs: dict[str, ReqMem] = {}
+        self._observers: tuple[MemoryObserver, ...] = ()
         # req_id -> (pool generation, tokens known, hit, branch): a lookup
         # is a function of the cache index and the request's tokens only
         self._lookups: dict[str, tuple[int, int, PrefixHit, int | None]] = {}
@@ -61,6 +63,11 @@ class MemoryManager:
         self._order = 0
         self.moves: list[tuple[int, int, int]] = []   # compaction's copies for the runner
         self._pins: set[tuple[int, int]] = set()       # copy sources of this step
+
+    def subscribe(self, observer: MemoryObserver) -> None:
+        """Call `observer`'s hooks after every add, release, remove,
+        allocate and has_room_for (memory/observe.py)."""
+        self._observers += (observer,)
 
     # ---------------------------------------------------------- lifecycle
     def tick(self) -> None:
@@ -83,6 +90,8 @@ class MemoryManager:
         r.pack = tuple(p.footprint_pages(len(tokens), enc) < g.per_large
                        for p, g in zip(self.policies, self.plan.groups))
         self.reqs[req_id] = r
+        for o in self._observers:
+            o.added(req_id, tokens, prompt_len, images, salt, model)
 
     def release(self, req_id: str) -> None:
         """Drop every page the request holds (end or preemption); cached
@@ -106,6 +115,8 @@ class MemoryManager:
         r.num_computed = r.alloc_end = r.branch = r.hit_len = 0
         self._refresh(r)
         self.pool.drop_owner(req_id)
+        for o in self._observers:
+            o.released(req_id)
 
     def _touch_prompt_end(self, p, r: ReqMem, table: list[int]) -> None:
         """Cached pages a likely next hit needs (`Policy.release_touches`:
@@ -126,6 +137,8 @@ class MemoryManager:
         self.release(req_id)
         del self.reqs[req_id]
         self._lookups.pop(req_id, None)
+        for o in self._observers:
+            o.removed(req_id)
 
     # ------------------------------------------------------------- prefix
     def lookup(self, req_id: str) -> PrefixHit:
@@ -184,6 +197,15 @@ class MemoryManager:
     # --------------------------------------------------------- allocation
     def allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, spec: int = 0,
                  lookahead: int = 0) -> StepActions | None:
+        """`_allocate`, then the observers hear of it."""
+        actions = self._allocate(req_id, start, end, hit_tokens, spec, lookahead)
+        if self._observers:
+            for o in self._observers:
+                o.allocated(req_id, start, end, hit_tokens, actions)
+        return actions
+
+    def _allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, spec: int = 0,
+                  lookahead: int = 0) -> StepActions | None:
         """Make room to compute tokens [start, end).  On a request's first
         allocation `hit_tokens` (== start) cached tokens are taken from the
         prefix cache.  With speculative decoding the last `spec` tokens of
@@ -352,8 +374,11 @@ class MemoryManager:
 
     def has_room_for(self, num_tokens: int, encoder_tokens: int, chunk: int | None = None) -> bool:
         """Whether the pool could hold such a request now (capacity.py)."""
-        return capacity.has_room_for(self.policies, self.plan, self.pool, self.rules, num_tokens,
+        room = capacity.has_room_for(self.policies, self.plan, self.pool, self.rules, num_tokens,
                                      encoder_tokens, chunk)
+        for o in self._observers:
+            o.room_checked(num_tokens, encoder_tokens, chunk, room)
+        return room
 
     def usage(self) -> MemoryUsage:
         """Bytes used, cached, free and still needed (capacity.py)."""

@@ -1,8 +1,8 @@
 """When was the pool exhausted, and how much of it held state that layers
 really need at that moment: the simulator's utilisation bookkeeping.
 
-`ObservedManager` is a MemoryManager that watches the scheduler's calls.
-It remembers, per request holding pages, the token range of its latest
+`PoolObserver` subscribes to a MemoryManager (memory/observe.py) and
+watches the scheduler's calls.  It remembers, per request holding pages, the token range of its latest
 allocation, so `need()` gives the true need of everything held right now
 (`memory.footprint.TrueNeed` of the jenga plan: the same yardstick for every
 allocator; a request allocated in the current step counts the state its
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from ..memory.footprint import TrueNeed
 from ..memory.hashing import BlockHasher
 from ..memory.manager import MemoryManager
-from ..memory.plan import MemoryPlan
+from ..memory.observe import MemoryObserver
 
 PREEMPT, REFUSED, REFUSED_WITH_ROOM = "preempt", "refused", "refused_with_room"
 
@@ -118,14 +118,14 @@ class SaturationSummary:
                                  mean(refused, lambda x: x.asked_bytes / x.pool_bytes))
 
 
-class ObservedManager(MemoryManager):
-    """A MemoryManager that samples the pool when it first refuses in a
-    step (module doc).  `need` must measure the same model.  Call
+class PoolObserver(MemoryObserver):
+    """Samples `manager`'s pool when it first refuses in a step (module
+    doc); subscribes itself.  `need` must measure the same model.  Call
     `begin_step()` before each `schedule()`; `sample` is that step's first
     refusal, or None."""
 
-    def __init__(self, plan: MemoryPlan, need: TrueNeed, **kwargs) -> None:
-        super().__init__(plan, **kwargs)
+    def __init__(self, manager: MemoryManager, need: TrueNeed) -> None:
+        self.manager = manager
         self.need_model = need
         self.step_no = 0
         self.sample: PoolSample | None = None
@@ -134,51 +134,43 @@ class ObservedManager(MemoryManager):
         self._hits: dict[str, int] = {}                    # held req -> tokens its first allocation hit
         self._blocks: dict[str, tuple[BlockHasher, list[int], int]] = {}   # req -> (hasher, tokens, prompt len)
         self._runs: dict[str, list[int]] | None = None     # held req -> its shared blocks; None: stale
+        manager.subscribe(self)
 
     def begin_step(self) -> None:
         self.step_no += 1
         self.sample = None
 
-    def add(self, req_id: str, tokens: list[int], prompt_len: int, images=(), salt: str = "",
-            model: str = "main") -> None:
-        super().add(req_id, tokens, prompt_len, images, salt, model)
+    def added(self, req_id, tokens, prompt_len, images, salt, model) -> None:
         self._encoder[req_id] = sum(img.num_tokens for img in images)
-        if self.caching:
+        if self.manager.caching:
             hasher = BlockHasher(self.need_model.plan.base_page_tokens, images, salt, model)
             self._blocks[req_id] = (hasher, tokens, prompt_len)
 
-    def remove(self, req_id: str) -> None:
-        super().remove(req_id)
+    def removed(self, req_id: str) -> None:
         del self._encoder[req_id]
         self._blocks.pop(req_id, None)
 
-    def release(self, req_id: str) -> None:
-        super().release(req_id)
+    def released(self, req_id: str) -> None:
         if self._held.pop(req_id, None) is not None:
             self._runs = None
         self._hits.pop(req_id, None)
 
-    def allocate(self, req_id: str, start: int, end: int, *args, **kwargs):
-        actions = super().allocate(req_id, start, end, *args, **kwargs)
+    def allocated(self, req_id, start, end, hit_tokens, actions) -> None:
         if actions is not None:
             if req_id not in self._held:
                 self._runs = None
-                hit = kwargs.get("hit_tokens", args[0] if args else 0)
-                if hit:
-                    self._hits[req_id] = hit
+                if hit_tokens:
+                    self._hits[req_id] = hit_tokens
             self._held[req_id] = (self.step_no, start, end)
         elif req_id in self._held:
             self._observe(PREEMPT, 0)
         else:
             self._observe(REFUSED, sum(self.need_model.rounded(start, end, self._encoder[req_id], True)))
-        return actions
 
-    def has_room_for(self, num_tokens: int, encoder_tokens: int, chunk: int | None = None) -> bool:
-        room = super().has_room_for(num_tokens, encoder_tokens, chunk)
+    def room_checked(self, num_tokens, encoder_tokens, chunk, room) -> None:
         if not room:
             peak = self.need_model.prefill_peak(num_tokens, encoder_tokens, chunk or num_tokens, rounded=True)
             self._observe(REFUSED, sum(peak))
-        return room
 
     def need(self) -> tuple[int, ...]:
         """True need per group of everything requests hold now."""
@@ -237,7 +229,7 @@ class ObservedManager(MemoryManager):
         refusal had room and the step already has a sample."""
         if self.sample is not None and self.sample.memory_bound:
             return
-        usage = self.usage()
+        usage = self.manager.usage()
         if kind == REFUSED and usage.pool_bytes - usage.used_bytes >= asked:
             kind = REFUSED_WITH_ROOM
         if self.sample is not None and kind == REFUSED_WITH_ROOM:

@@ -18,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from ..memory.footprint import TrueNeed
+from ..memory.manager import MemoryManager
 from ..memory.plan import MemoryPlan
 from ..memory.spec import ModelShape
 from ..sched.config import SchedulerConfig
@@ -28,7 +29,7 @@ from ..sched.step import StepResult
 from .cost import CostParams
 from .gpus import GPUSpec
 from .runner import SimRunner
-from .saturation import ObservedManager, PoolSample, SaturationSummary
+from .saturation import PoolObserver, PoolSample, SaturationSummary
 from .trace import TraceRequest
 
 
@@ -135,11 +136,11 @@ class _Recorder:
         self.latency: list[float] = []
         self.finished = self.errored = self.output_tokens = self.encoder_runs = 0
 
-    def step(self, clock: float, manager: ObservedManager, plan) -> None:
-        usage, need = manager.usage(), sum(manager.need())
+    def step(self, clock: float, observer: PoolObserver, plan) -> None:
+        usage, need = observer.manager.usage(), sum(observer.need())
         self.util_all.append(need / usage.pool_bytes)
-        if manager.sample is not None:
-            self.samples.append(manager.sample)
+        if observer.sample is not None:
+            self.samples.append(observer.sample)
         decoding = sum(1 for s in plan.seqs if s.start >= s.prompt_len)
         if decoding:
             self.decode_batches.append(decoding)
@@ -196,8 +197,9 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
     if plan is None:
         plan = _plan_for(shape, workload_requests, budget, allocator, static_share)
     need = TrueNeed(_reference_plan(shape, plan))
-    manager = ObservedManager(plan, need, enable_prefix_caching=config.enable_prefix_caching,
-                              mamba_interval=config.mamba_checkpoint_interval)
+    manager = MemoryManager(plan, enable_prefix_caching=config.enable_prefix_caching,
+                            mamba_interval=config.mamba_checkpoint_interval)
+    observer = PoolObserver(manager, need)
     sched = Scheduler(config, manager, max_model_len=shape.max_context)
     runner = SimRunner(shape, plan, gpu, cost_params, tp=tp)
     pending = _requests(workload_requests)
@@ -221,10 +223,10 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
                 break   # the last arrivals were all rejected
             clock = max(clock, pending[nxt][1].arrival_time)
             continue
-        manager.begin_step()
+        observer.begin_step()
         step = sched.schedule()
         if step.seqs:
-            rec.step(clock, manager, step)
+            rec.step(clock, observer, step)
         result = runner.execute(step) if not step.empty else StepResult({})
         clock += result.duration_s
         rec.encoder_runs += result.encoder_runs
