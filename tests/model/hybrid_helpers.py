@@ -230,3 +230,21 @@ def check_small_pool_preempts(path, refs, kv_cache_memory: int, num_large_pages:
     assert eng.plan.num_large_pages == num_large_pages
     assert run(eng, short_prompts(), "a") == refs[3:]
     assert eng.stats().num_preemptions > 0
+
+
+def check_parallel_sampling_shares_state(path, refs) -> None:
+    """n=3 greedy on the 57-token prompt: every child gives transformers'
+    tokens; the two siblings wait for the first child's prefill and hit its
+    prompt-end checkpoint (48 tokens: the prompt end rounded down to the
+    16-token page), so the prompt is computed once plus 9 tokens each."""
+    from dataclasses import replace
+    eng = engine(path, kv_cache_memory=4 << 20)
+    eng.add_request("p", prompts()[1], replace(ENGINE_GREEDY, n=3))
+    final = None
+    while eng.has_unfinished_requests():
+        for out in eng.step():
+            if out.finished:
+                final = out
+        eng.manager.check_invariants()
+    assert [list(c.token_ids) for c in final.outputs] == [refs[1]] * 3
+    assert eng.stats().hit_tokens == 2 * 48 and eng.stats().kv_used_bytes == 0

@@ -10,8 +10,9 @@ import pytest
 import torch
 import transformers as tf
 
-from hybrid_helpers import BASE, SECOND_BATCH_HITS, check_prefill_logits, check_prefix_cache_run, \
-    check_saves_resume, check_small_pool_preempts, hf_greedy, make_checkpoint, prompts, short_prompts
+from hybrid_helpers import BASE, SECOND_BATCH_HITS, check_parallel_sampling_shares_state, check_prefill_logits, \
+    check_prefix_cache_run, check_saves_resume, check_small_pool_preempts, hf_greedy, make_checkpoint, prompts, \
+    short_prompts
 from jenga.model.families.jamba import JambaForCausalLM, JambaMoE
 from jenga.model.loader import load_model
 
@@ -62,3 +63,8 @@ def test_engine_preempts_in_a_small_pool_and_stays_exact(jamba):
     _, _, path, refs = jamba
     check_small_pool_preempts(path, refs, 61_440, 5)
 
+
+
+def test_parallel_sampling_shares_the_prompt_state(jamba):
+    _, _, path, refs = jamba
+    check_parallel_sampling_shares_state(path, refs)

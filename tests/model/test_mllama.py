@@ -121,3 +121,19 @@ def test_bad_images_raise_value_errors(ckpt, tmp_path):
         llm.generate(SINGLE, GREEDY)
     assert not llm.engine.has_unfinished_requests()
     assert len(llm.engine.runner.images) == 0
+
+
+def test_parallel_sampling_shares_cross_pages(ckpt):
+    """n=3 on a prompt past the shared-prefill wait (32 tokens): the image
+    is encoded once and its cross pages are shared; every child gives
+    transformers' greedy tokens."""
+    path, hf = ckpt
+    llm = vlm_llm(path)
+    prompt = [BOS] + [60 + i % 30 for i in range(40)] + [IMAGE, 90, 91, 92]
+    params = SamplingParams(max_tokens=N, temperature=0.0, ignore_eos=True, n=3)
+    [out] = llm.generate(_req(prompt, IMAGES[:1]), params)
+    want = tuple(_ref(hf, prompt, IMAGES[:1]))
+    assert [c.token_ids for c in out.outputs] == [want] * 3
+    assert llm.engine.stats().encoder_runs == 1
+    assert llm.engine.stats().hit_tokens == 2 * 44      # the siblings hit the 45-token prompt's full pages
+    llm.engine.manager.check_invariants()

@@ -37,6 +37,7 @@ from ..sched.step import StepPlan, StepResult
 from .config import DEFAULT_CPU_KV_BYTES, EngineConfig
 from .executor import MAX_CONSECUTIVE_FAILURES, EngineDead, StepFailed, is_fatal
 from .outputs import RequestOutput
+from .parallel_sampling import Fanout, child_params
 from .request_state import ReqOutputState
 from .runner import ModelRunner
 from .sampler import Sampler
@@ -139,6 +140,7 @@ class LLMEngine:
         self._num_steps = 0
         self._generated = 0
         self._failures = 0   # consecutive failed steps
+        self._fanout = Fanout()   # requests with n > 1 and their children
         self._observers: list[Callable[[StepEvent], None]] = []
         # vision-language families: image loading, placeholders, ImageRefs (docs/vlm.md)
         self.vision = VisionPrompts(self.model, self.model_path) if self.runner.images is not None else None
@@ -198,8 +200,11 @@ class LLMEngine:
         params = SamplingParams() if params is None else params
         if not isinstance(params, SamplingParams):
             raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
-        if request_id in self._states:
+        if request_id in self._states or request_id in self._fanout.parents:
             raise ValueError(f"request id {request_id!r} is already in use")
+        if params.n > 1:
+            self._add_parent(request_id, prompt, params, arrival_time, prompt_text, cache_salt, images)
+            return
         text, ids = self._tokenize(prompt, prompt_text)
         refs, inputs = (), ()
         if images and self.vision is None:
@@ -241,9 +246,35 @@ class LLMEngine:
             raise ValueError(f"prompt token ids must be integers in [0, {vocab}), got {bad[:5]}")
         return prompt_text, ids
 
+    def _add_parent(self, request_id, prompt, params, arrival_time, prompt_text, cache_salt, images) -> None:
+        """n children of one prompt (engine/parallel_sampling.py); all or none are queued."""
+        children = [c for c in self._fanout.add(request_id, params.n)]
+        try:
+            for i, c in enumerate(children):
+                self.add_request(c, prompt, child_params(params, i), arrival_time, prompt_text=prompt_text,
+                                 cache_salt=cache_salt, images=images)
+        except BaseException:
+            for c in children:
+                self._abort_one(c)
+            self._fanout.drop(request_id)
+            raise
+
     def abort(self, request_id: str) -> RequestOutput | None:
-        """End a request now; returns its final output (finish_reason
-        "abort"), or None for an unknown or already finished id."""
+        """End a request now (all n sequences of a parallel-sampling
+        request); returns its final output (finish_reason "abort"), or None
+        for an unknown or already finished id."""
+        parent = self._fanout.parents.get(request_id)
+        if parent is None:
+            return self._abort_one(request_id)
+        out = None
+        for c in parent.children:
+            final = self._abort_one(c)
+            if final is not None:
+                out = self._fanout.fold(final)
+        self._fanout.drop(request_id)
+        return out
+
+    def _abort_one(self, request_id: str) -> RequestOutput | None:
         state = self._states.pop(request_id, None)
         if state is None:
             return None
@@ -254,7 +285,9 @@ class LLMEngine:
         return bool(self._states) or self.scheduler.has_unfinished()
 
     def get_num_unfinished_requests(self) -> int:
-        return len(self._states)
+        """Unfinished requests as the user counts them (n sequences of one
+        prompt are one request)."""
+        return len({self._fanout.user_id(r) for r in self._states})
 
     # -------------------------------------------------------------- step
     def add_step_observer(self, observer: Callable[[StepEvent], None]) -> None:
@@ -283,7 +316,7 @@ class LLMEngine:
                 self.scheduler.finish_request(u.req_id, FinishReason.STOP)
             if state.finished:
                 del self._states[u.req_id]
-            outputs.append(step.output)
+            outputs.append(self._fanout.fold(step.output))
         if self._observers:
             s = self.scheduler
             event = StepEvent(plan, result, len(s.running), len(s.waiting), s.stats.waiting_for_memory,
@@ -305,29 +338,42 @@ class LLMEngine:
             if is_fatal(err) or self._failures >= MAX_CONSECUTIVE_FAILURES:
                 outputs = self.fail_all(f"engine stopped after a step failure: {type(err).__name__}: {err}")
                 raise EngineDead(f"engine cannot go on: {type(err).__name__}: {err}", outputs) from err
-            ids = [s.req_id for s in plan.seqs]
-            raise StepFailed(ids, self._fail(ids), err) from err
+            outputs = self._fail(self._with_siblings(s.req_id for s in plan.seqs))
+            raise StepFailed(list(outputs), list(outputs.values()), err) from err
         self._failures = 0
         if not plan.empty:
             self._num_steps += 1
         self._encoder_runs += result.encoder_runs
         return result
 
-    def _fail(self, req_ids: Sequence[str]) -> list[RequestOutput]:
-        """Finish `req_ids` with "error" (pages freed); their final outputs."""
-        now, outputs = time.monotonic(), []
+    def _with_siblings(self, req_ids) -> list[str]:
+        """req_ids plus the live siblings of any parallel-sampling child
+        among them (a request fails whole)."""
+        out = {}
+        for rid in req_ids:
+            parent = self._fanout.parents.get(self._fanout.user_id(rid))
+            for r in (parent.children if parent is not None else (rid,)):
+                if r in self._states:
+                    out[r] = None
+        return list(out)
+
+    def _fail(self, req_ids: Sequence[str]) -> dict[str, RequestOutput]:
+        """Finish `req_ids` with "error" (pages freed); their final outputs
+        by user-level request id (a parallel-sampling parent once)."""
+        now, outputs = time.monotonic(), {}
         for rid in req_ids:
             state = self._states.pop(rid, None)
             self.scheduler.finish_request(rid, FinishReason.ERROR)
             if state is not None:
-                outputs.append(state.apply((), FinishReason.ERROR, now).output)
+                out = self._fanout.fold(state.apply((), FinishReason.ERROR, now).output)
+                outputs[out.request_id] = out
         return outputs
 
     def fail_all(self, reason: str) -> list[RequestOutput]:
         """Finish every request with "error" (engine shutdown or death);
         returns their final outputs.  `reason` is for the log."""
         _log.error("failing %d request(s): %s", len(self._states), reason)
-        return self._fail(list(self._states))
+        return list(self._fail(list(self._states)).values())
 
     @property
     def supports_images(self) -> bool:

@@ -3,6 +3,8 @@
 `LLMEngine.step()` returns one `RequestOutput` per request that changed in
 the step: the cumulative text and token ids so far (`outputs[0]`), and
 `delta`, only what the step added, which is what a streaming server sends.
+With `n > 1` (engine/parallel_sampling.py) `outputs` holds all n
+completions and each output's delta belongs to one of them (`delta.index`).
 All of it is frozen; finish reasons are the strings of sched's FinishReason
 ("stop", "length", "abort", "error").
 """
@@ -45,13 +47,15 @@ class RequestMetrics:
 @dataclass(frozen=True)
 class DeltaOutput:
     """What one step added to a request: the newly streamable text, the new
-    token ids, and whether it finished (then with why)."""
+    token ids, and whether it finished (then with why).  index: which of
+    the request's n completions it belongs to (parallel sampling)."""
 
     text: str
     token_ids: tuple[int, ...]
     finished: bool = False
     finish_reason: str | None = None
     stop_reason: str | int | None = None
+    index: int = 0
 
 
 @dataclass(frozen=True)

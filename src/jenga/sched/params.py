@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_TOKENS_LIMIT = 1 << 20
+MAX_N = 128   # parallel samples of one prompt
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,10 @@ class SamplingParams:
 
     temperature 0 means greedy.  top_k 0 (or -1) disables top-k; top_p 1.0
     disables nucleus sampling.  seed makes a request's samples reproducible
-    regardless of what else is in the batch.  Raises ValueError naming the
-    field on an invalid value.
+    regardless of what else is in the batch.  n: completions of the prompt
+    (parallel sampling; sequence i is seeded seed + i, see
+    engine/parallel_sampling.py; beam search is not supported).  Raises
+    ValueError naming the field on an invalid value.
     """
 
     max_tokens: int = 16
@@ -32,6 +35,7 @@ class SamplingParams:
     ignore_eos: bool = False
     min_tokens: int = 0
     include_stop_str_in_output: bool = False
+    n: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -53,6 +57,8 @@ class SamplingParams:
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                                       or not -2**63 <= self.seed < 2**64):
             raise ValueError(f"seed must be a 64-bit integer, got {self.seed!r}")
+        if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= MAX_N:
+            raise ValueError(f"n must be an integer in [1, {MAX_N}], got {self.n!r}")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
 
