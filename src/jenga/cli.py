@@ -25,6 +25,9 @@ def _plan_parser(sub) -> None:
     p.add_argument("--kv-bytes", type=int, default=None, help="KV budget in bytes (overrides --gpu)")
     p.add_argument("--page-tokens", type=int, default=16)
     p.add_argument("--allocator", default=ALLOCATORS)
+    p.add_argument("--kv-cache-dtype", default="auto",
+                   help="storage dtype of K/V: auto (the model's), fp8 (= fp8_e4m3), fp8_e5m2, or per kind, "
+                        "e.g. full=fp8,sliding=auto (Mamba states keep theirs unless named)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: __import__("jenga.commands.plan", fromlist=["x"]).main(a))
 
@@ -42,6 +45,9 @@ def _simulate_parser(sub) -> None:
     p.add_argument("--rate", type=float, default=float("inf"), help="Poisson arrivals per second (inf: all at once)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kv-bytes", type=int, default=None)
+    p.add_argument("--kv-cache-dtype", default="auto",
+                   help="storage dtype of K/V: auto (the model's), fp8 (= fp8_e4m3), fp8_e5m2, or per kind, "
+                        "e.g. full=fp8,sliding=auto (Mamba states keep theirs unless named)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", default=None, help="write memory-by-group and batch-size plots to this PNG")
     p.add_argument("--no-progress", action="store_true")

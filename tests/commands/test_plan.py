@@ -31,3 +31,15 @@ def test_cli_json_and_errors(capsys):
     assert main(["plan", "no-such-model"]) == 2
     assert main(["plan", "gemma-2-9b", "--allocator", "magic"]) == 2
     assert "unknown allocator" in capsys.readouterr().err
+
+
+def test_kv_cache_dtype_fp8_doubles_concurrency_and_mixed_dtypes_cost_no_waste(capsys):
+    bf16 = compute("gemma-2-9b", 8192, allocators="jenga,max-page")
+    fp8 = compute("gemma-2-9b", 8192, allocators="jenga,max-page", kv_cache_dtype="fp8")
+    assert fp8["requests"]["jenga"]["max_concurrent"] == 2 * bf16["requests"]["jenga"]["max_concurrent"] == 50
+    assert fp8["requests"]["jenga"]["allocated_bytes"] * 2 == bf16["requests"]["jenga"]["allocated_bytes"]
+    mixed = compute("gemma-2-9b", 8192, allocators="jenga,max-page", kv_cache_dtype="full=fp8,sliding=auto")
+    assert [g["small_page_bytes"] for g in mixed["plans"]["jenga"]["groups"]] == [2752512, 1376256]
+    assert mixed["requests"]["jenga"]["waste"] == 0.0 and mixed["requests"]["max-page"]["waste"] == 0.5
+    assert main(["plan", "gemma-2-9b", "--kv-cache-dtype", "fp4"]) == 2
+    assert "kv_cache_dtype: unknown dtype 'fp4'" in capsys.readouterr().err

@@ -7,14 +7,15 @@ from pathlib import Path
 from ..memory.spec import ModelShape
 
 
-def resolve_shape(name: str) -> ModelShape:
-    """A preset name, or a path to a config.json or a model folder."""
+def resolve_shape(name: str, kv_cache_dtype: str = "auto") -> ModelShape:
+    """A preset name, or a path to a config.json or a model folder, with
+    its state stored as `kv_cache_dtype` says (memory/kv_dtype.py)."""
+    from ..memory.kv_dtype import KVDtypeRule
     from ..memory.shapes.hf import shape_from_path
     from ..memory.shapes.presets import get_preset
 
-    if Path(name).exists():
-        return shape_from_path(name)
-    return get_preset(name)
+    shape = shape_from_path(name) if Path(name).exists() else get_preset(name)
+    return KVDtypeRule.parse(kv_cache_dtype).apply(shape)
 
 
 def split_allocators(text: str) -> list[str]:

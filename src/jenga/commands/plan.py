@@ -12,13 +12,13 @@ from .common import resolve_shape, split_allocators
 
 def compute(model: str, context: int | None = None, image_tokens: int | None = None, gpu: str = "H100",
             tp: int = 1, kv_bytes: int | None = None, page_tokens: int = 16,
-            allocators: str = "jenga,max-page,static,uniform") -> dict:
+            allocators: str = "jenga,max-page,static,uniform", kv_cache_dtype: str = "auto") -> dict:
     """The report `jenga plan` prints, as a dict (see module doc)."""
     from ..memory.planner import build_plan
     from ..sim.gpus import get_gpu
     from ..sim.simulate import default_kv_budget
 
-    shape = resolve_shape(model)
+    shape = resolve_shape(model, kv_cache_dtype)
     context = shape.max_context if context is None else context
     image_tokens = shape.image_tokens_per_image if image_tokens is None else image_tokens
     if context <= 0 or context > shape.max_context:
@@ -37,7 +37,7 @@ def compute(model: str, context: int | None = None, image_tokens: int | None = N
     base = rows.get("jenga")
     return {
         "model": shape.name, "source": shape.source, "context": context, "image_tokens": image_tokens,
-        "kv_budget_bytes": budget,
+        "kv_budget_bytes": budget, "kv_cache_dtype": kv_cache_dtype,
         "layers": _layer_counts(shape),
         "plans": {a: {"large_page_bytes": p.large_page_bytes, "num_large_pages": p.num_large_pages,
                       "groups": [{"gid": g.gid, "kind": g.spec.describe(), "layers": len(g.layers),
@@ -61,7 +61,7 @@ def _layer_counts(shape) -> dict[str, int]:
 def render(rep: dict) -> str:
     lines = [f"{rep['model']}  ({rep['source']})",
              f"request: {rep['context']} tokens + {rep['image_tokens']} image tokens; "
-             f"KV budget {rep['kv_budget_bytes'] / 2**30:.2f} GiB",
+             f"KV budget {rep['kv_budget_bytes'] / 2**30:.2f} GiB, KV dtype {rep['kv_cache_dtype']}",
              "layers: " + ", ".join(f"{n} x {k}" for k, n in rep["layers"].items()), ""]
     for a, p in rep["plans"].items():
         lines.append(f"[{a}] large page {p['large_page_bytes']:,} B x {p['num_large_pages']:,}")
@@ -80,6 +80,6 @@ def render(rep: dict) -> str:
 
 def main(args) -> int:
     rep = compute(args.model, args.context, args.image_tokens, args.gpu, args.tp, args.kv_bytes,
-                  args.page_tokens, args.allocator)
+                  args.page_tokens, args.allocator, args.kv_cache_dtype)
     print(json.dumps(rep, indent=2) if args.json else render(rep))
     return 0

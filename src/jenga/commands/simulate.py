@@ -30,7 +30,7 @@ def main(args) -> int:
     from ..sim.report import format_reports, plot_reports
     from ..sim.simulate import compare
 
-    shape = resolve_shape(args.model)
+    shape = resolve_shape(args.model, args.kv_cache_dtype)
     reqs = workload(args)
     config = from_args(SchedulerConfig, args)
     comp = compare(shape, reqs, get_gpu(args.gpu), split_allocators(args.allocator), sched_config=config,

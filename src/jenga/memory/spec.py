@@ -17,7 +17,7 @@ KINDS = ("full", "sliding", "chunked", "budget", "mamba", "cross", "vision")
 DTYPE_BYTES = {
     "float32": 4, "fp32": 4,
     "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2,
-    "float8": 1, "fp8": 1, "int8": 1,
+    "float8": 1, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "int8": 1,
 }
 
 
