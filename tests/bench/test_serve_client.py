@@ -66,3 +66,41 @@ def test_bench_against_the_tiny_server(make_engine):
         assert refused.completed == 0 and refused.failed == 2 and refused.errors[0].startswith("HTTP 401")
     finally:
         server.stop()
+
+
+def test_vllm_datasets_have_their_shapes():
+    r = make_workload("random", 20, seed=1, vocab_size=320, input_len=100, output_len=10, range_ratio=0.5,
+                      prefix_len=8)
+    assert all(8 + 50 <= q.prompt_len <= 8 + 150 and 5 <= q.output_len <= 15 for q in r)
+    assert len({q.prompt[:8] for q in r}) == 1 and len({q.prompt[8:] for q in r}) == 20
+    p = make_workload("prefix-repetition", 6, seed=1, vocab_size=320, prefix_len=16, suffix_len=4,
+                      num_prefixes=2, output_len=3)
+    assert [q.prompt_len for q in p] == [20] * 6 and {q.output_len for q in p} == {3}
+    assert p[0].prompt[:16] == p[2].prompt[:16] != p[1].prompt[:16] and p[0].prompt[16:] != p[2].prompt[16:]
+    assert {q.output_len for q in make_workload("sharegpt", 5, sharegpt_output_len=7)} == {7}
+    with pytest.raises(ValueError, match="random_range_ratio"):
+        make_workload("random", 2, range_ratio=1.5)
+
+
+def test_report_prints_as_vllm_does():
+    results = [RequestResult(True, 10, 3, 0.1, 0.02, 0.2, itl_s=(0.01, 0.03)), RequestResult(True, 20, 1, 0.3, 0.0, 0.3)]
+    text = summarize(results, duration_s=2.0).table()
+    lines = text.splitlines()
+    assert lines[0] == "=" * 12 + " Serving Benchmark Result " + "=" * 12
+    assert "Total Token throughput (tok/s):         17.00" in text
+    assert "Median ITL (ms):                        10.00" in text and "P99 E2EL (ms):" in text
+    assert lines[-1] == "=" * 50
+
+
+def test_cli_takes_vllm_flags(tmp_path, capsys):
+    import argparse
+
+    from jenga.bench.serve_client import _dataset_args, add_args
+    p = argparse.ArgumentParser()
+    add_args(p)
+    a = p.parse_args(["--dataset-name", "random", "--num-prompts", "50", "--request-rate", "4", "--max-concurrency",
+                      "8", "--random-input-len", "32", "--save-result", "--result-dir", str(tmp_path)])
+    assert (a.workload, a.num_requests, a.rate, a.concurrency) == ("random", 50, 4.0, 8)
+    assert _dataset_args(a) == {"input_len": 32, "output_len": 128, "range_ratio": 0.0, "prefix_len": 0}
+    assert p.parse_args(["--request-rate", "inf"]).rate == float("inf")
+    assert p.parse_args(["--workload", "fixed", "--num-requests", "3"]).num_requests == 3   # Jenga's old names
