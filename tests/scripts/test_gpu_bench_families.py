@@ -1,4 +1,6 @@
-"""The issue-4 GPU benchmark script runs end to end in its CPU dry run."""
+"""The issue-4 GPU benchmark script runs end to end in its CPU dry run
+(six models x four allocators through the real engine: about four minutes
+on the 2-core CI machine, so a slow test, JENGA_SLOW=1)."""
 
 import json
 import os
@@ -6,9 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.skipif(os.environ.get("JENGA_SLOW") != "1", reason="slow: set JENGA_SLOW=1")
+@pytest.mark.slow
 def test_dry_run_writes_a_table_per_family(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     subprocess.run([sys.executable, str(ROOT / "scripts/gpu_bench_families.py"), "--dry-run", "--out",
