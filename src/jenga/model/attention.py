@@ -5,7 +5,8 @@ Two paths share one contract (`paged_attention`):
   the pages in scope out of the layer's strided cache view, then run PyTorch
   SDPA with a boolean mask, or explicit scores where SDPA cannot express the
   model (Gemma-2 logit soft-capping, gpt-oss attention sinks);
-- triton (CUDA, decode batches only): `triton_decode.paged_decode` reads the
+- triton (CUDA; CPU under TRITON_INTERPRET=1): `triton_attention` stores
+  K/V and runs the paged decode or varlen prefill kernel, which read the
   pages in place, never gathering them.
 Masks: causal over a cached prefix; sliding window W (a query at p sees
 p-W+1..p); chunked-local C (p sees floor(p/C)*C..p).  See docs/model.md.
@@ -89,8 +90,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
     q [T, Hq, D]; k, v [T, Hkv, D] are the step's new keys/values, written
     into k_cache / v_cache (views from KVPool.kv_view) first.  window/chunk
     are the layer's own scope, which must lie within the group's (the pages
-    the plan keeps).  backend: "auto" uses triton for decode batches on CUDA
-    when installed, "portable" never, "triton" for every decode batch.
+    the plan keeps).  backend: "auto" uses triton on CUDA when installed,
+    "portable" never, "triton" always.
     Returns [T, Hq, D] in q's dtype.  Raises ValueError on a scope the
     group's pages do not cover or an unknown backend.
     """
@@ -99,16 +100,13 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
     if not meta.covers(window, chunk):
         raise ValueError(f"layer scope window={window} chunk={chunk} exceeds group {meta.gid}'s pages "
                          f"(window={meta.window}, chunk={meta.chunk})")
+    if backend == "triton" or (backend == "auto" and q.is_cuda and triton_available()):
+        from .triton_attention import triton_paged_attention
+        return triton_paged_attention(q, k, v, k_cache, v_cache, meta, scale=scale, window=window,
+                                      chunk=chunk, softcap=softcap, sinks=sinks)
     write_kv(k_cache, v_cache, k, v, meta)
-    use_triton = backend == "triton" or (backend == "auto" and q.is_cuda and triton_available())
     out = torch.empty_like(q)
     for b in meta.batches:
-        if use_triton and b.rows.shape[1] == 1:
-            from .triton_decode import paged_decode
-            rows = b.rows[:, 0]
-            out[rows] = paged_decode(q[rows], k_cache, v_cache, b.pages, b.page_start, b.q_pos[:, 0],
-                                     scale=scale, window=window, chunk=chunk, softcap=softcap, sinks=sinks)
-            continue
         same = (window, chunk) == (meta.window, meta.chunk)
         mask = b.mask if same else scope_mask(b.q_pos, b.k_pos, window, chunk)
         out[b.rows.reshape(-1)] = _portable(q, k_cache, v_cache, b, mask, scale, softcap, sinks).to(q.dtype)

@@ -85,7 +85,8 @@ class AttnBatch:
 class GroupAttnMetadata:
     """One group's view of a step.
 
-    query_start: token-row offsets of the seqs (len num_seqs + 1).
+    query_start: token-row offsets of the seqs (len num_seqs + 1);
+        query_start_t: the same as an int32 device tensor (the Triton path's).
     positions, slot_pages, slot_offsets, slot_mapping: per new token, [T];
         slot = page * page_tokens + offset in the group's pool view.
     page_table [B, max_pages] with NO_PAGE replaced by 0, page_valid marks
@@ -98,6 +99,7 @@ class GroupAttnMetadata:
     window: int
     chunk: int
     query_start: tuple[int, ...]
+    query_start_t: torch.Tensor
     positions: torch.Tensor
     slot_pages: torch.Tensor
     slot_offsets: torch.Tensor
@@ -198,7 +200,8 @@ def build_group_metadata(step: StepPlan, g: Group, device: torch.device) -> Grou
         return t.to(device, non_blocking=True)
 
     return GroupAttnMetadata(
-        g.gid, P, g.spec.window, g.spec.chunk, tuple(starts), to(pos_t), to(pages_t), to(offs_t),
+        g.gid, P, g.spec.window, g.spec.chunk, tuple(starts), to(torch.tensor(starts, dtype=torch.int32)),
+        to(pos_t), to(pages_t), to(offs_t),
         to(pages_t * P + offs_t), to(table.clamp(min=0)), to(table >= 0),
         to(torch.tensor([s.end for s in seqs], dtype=torch.int32)),
         tuple(AttnBatch(*(to(getattr(b, f)) for f in AttnBatch.__dataclass_fields__)) for b in batches))

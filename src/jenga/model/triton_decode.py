@@ -1,13 +1,17 @@
 """Triton paged-decode kernel: one new token per seq, pages read in place.
 
-Imported only when triton is installed (attention.py decides).  One program
-per (seq, query head) walks the seq's pages in scope straight out of the
-layer's strided pool view (page stride = the group's small page, exactly the
-page-first layout's promise: no kernel change per group), with an online
-softmax in fp32.  It supports GQA, sliding window, chunked-local scope,
-logit soft-capping and attention sinks, like the portable path it is
-checked against (scripts/gpu_check_attention.py, tests/model/test_triton_decode.py
-under TRITON_INTERPRET=1).
+Imported only when triton is installed (triton_attention.py dispatches to
+it).  One program per (seq, query head) walks the seq's pages in scope
+straight out of the layer's strided pool view (page stride = the group's
+small page, exactly the page-first layout's promise: no kernel change per
+group), with an online softmax in fp32.  It reads the group's page table
+and the query positions, both fixed-shape device tensors, and derives the
+pages to visit on the device (from the first page the window or chunk
+needs to the query's own), so a CUDA graph can replay it for any context
+lengths.  GQA, sliding window, chunked-local scope, logit soft-capping and
+attention sinks, like the portable path it is checked against
+(tests/model/test_triton_decode.py under TRITON_INTERPRET=1,
+scripts/gpu_check_attention.py on a GPU).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import triton.language as tl
 
 
 @triton.jit
-def _decode_kernel(Q, K, V, Out, Pages, PageStart, QPos, Sinks,
-                   s_qb, s_qh, s_kp, s_kt, s_kh, s_vp, s_vt, s_vh, s_ob, s_oh, s_pb,
+def _decode_kernel(Q, K, V, Out, Table, QPos, Sinks,
+                   s_qb, s_qh, s_kp, s_kt, s_kh, s_vp, s_vt, s_vh, s_ob, s_oh, s_tb,
                    scale, softcap, window, chunk,
                    GROUP: tl.constexpr, P: tl.constexpr, BLOCK_P: tl.constexpr, D: tl.constexpr,
                    BLOCK_D: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CHUNK: tl.constexpr,
@@ -32,20 +36,19 @@ def _decode_kernel(Q, K, V, Out, Pages, PageStart, QPos, Sinks,
     d_ok = d < D
     q = tl.load(Q + b * s_qb + h * s_qh + d, mask=d_ok, other=0.0).to(tl.float32)
     q_pos = tl.load(QPos + b)
-    start = tl.load(PageStart + b)
     lo = q_pos * 0                     # first key position the query sees
     if HAS_WINDOW:
-        lo = q_pos - window + 1
+        lo = tl.maximum(q_pos - window + 1, 0)
     if HAS_CHUNK:
         lo = q_pos // chunk * chunk
-    num_pages = (q_pos - start) // P + 1
     # Finite start: a fully masked first page must not produce exp(-inf + inf).
     m = tl.full((), -1.0e30, tl.float32)
     denom = tl.zeros((), tl.float32)
     acc = tl.zeros((BLOCK_D,), tl.float32)
-    for i in range(0, num_pages):
-        page = tl.load(Pages + b * s_pb + i).to(tl.int64)
-        pos = start + i * P + t
+    # pages before lo // P may be released (NO_PAGE, stored as 0): never read
+    for i in range(lo // P, q_pos // P + 1):
+        page = tl.load(Table + b * s_tb + i).to(tl.int64)
+        pos = i * P + t
         ok = (t < P) & (pos <= q_pos) & (pos >= lo)
         k_ptr = K + page * s_kp + t[:, None] * s_kt + kvh * s_kh + d[None, :]
         k = tl.load(k_ptr, mask=ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
@@ -63,29 +66,35 @@ def _decode_kernel(Q, K, V, Out, Pages, PageStart, QPos, Sinks,
         acc = acc * alpha + tl.sum(p[:, None] * v, axis=0)
         m = m_new
     if HAS_SINKS:
-        denom += tl.exp(tl.load(Sinks + h).to(tl.float32) - m)
+        # the sink joins the max too, so a large sink logit cannot overflow
+        sink = tl.load(Sinks + h).to(tl.float32)
+        m_new = tl.maximum(m, sink)
+        alpha = tl.exp(m - m_new)
+        denom = denom * alpha + tl.exp(sink - m_new)
+        acc = acc * alpha
     tl.store(Out + b * s_ob + h * s_oh + d, (acc / denom).to(Out.dtype.element_ty), mask=d_ok)
 
 
-def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pages: torch.Tensor,
-                 page_start: torch.Tensor, q_pos: torch.Tensor, *, scale: float, window: int = 0,
-                 chunk: int = 0, softcap: float = 0.0, sinks: torch.Tensor | None = None) -> torch.Tensor:
-    """Decode attention: q [B, Hq, D] at positions q_pos [B]; pages [B, G]
-    are the page ids in scope from position page_start [B] (as in an
-    AttnBatch).  k_cache / v_cache are [num_pages, P, Hkv, D] views with a
-    contiguous last dim.  Returns [B, Hq, D] in q's dtype; reads only."""
+def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
+                 q_pos: torch.Tensor, *, scale: float, window: int = 0, chunk: int = 0, softcap: float = 0.0,
+                 sinks: torch.Tensor | None = None) -> torch.Tensor:
+    """Decode attention: q [B, Hq, D], seq b's one query at position
+    q_pos[b]; page_table [B, W] holds its page ids by page index (entries
+    before its window or chunk are never read, so released ones may be 0).
+    k_cache / v_cache are [num_pages, P, Hkv, D] views with a contiguous
+    last dim.  Returns [B, Hq, D] in q's dtype; reads only.  Raises
+    ValueError on a non-contiguous last dim."""
     B, Hq, D = q.shape
     _, P, Hkv, _ = k_cache.shape
     if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or q.stride(-1) != 1:
         raise ValueError("q, k_cache and v_cache need a contiguous last dimension")
     out = torch.empty_like(q)
-    pages = pages.contiguous()
     sink_t = sinks.contiguous() if sinks is not None else q  # placeholder pointer, never read
     _decode_kernel[(B, Hq)](
-        q, k_cache, v_cache, out, pages, page_start.contiguous(), q_pos.contiguous(), sink_t,
+        q, k_cache, v_cache, out, page_table, q_pos, sink_t,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
-        pages.stride(0), float(scale), float(softcap or 1.0), int(window), int(chunk),
+        page_table.stride(0), float(scale), float(softcap or 1.0), int(window), int(chunk),
         GROUP=Hq // Hkv, P=P, BLOCK_P=triton.next_power_of_2(P), D=D, BLOCK_D=triton.next_power_of_2(D),
         HAS_WINDOW=window > 0, HAS_CHUNK=chunk > 0, HAS_SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None)
     return out
