@@ -45,6 +45,9 @@ class EngineConfig:
     Raises ValueError naming the field on a bad value.
     max_waiting: most requests queued; beyond it add_request raises
         QueueFull (the server answers 503 with Retry-After).
+    enforce_eager: run every step eagerly; False captures CUDA graphs of
+        decode steps (one per batch-size bucket up to max_num_seqs) on a
+        CUDA device with triton, for models that allow it (docs/model.md).
     mamba_checkpoint_interval: tokens between cached Mamba-state
         checkpoints; None = auto from the plan (one per the tokens whose
         attention K/V costs as much as a state, at least 512; see
@@ -70,6 +73,7 @@ class EngineConfig:
     speculative_model: str | Path | None = None
     num_speculative_tokens: int = 0
     max_waiting: int = 100_000
+    enforce_eager: bool = False
 
     def __post_init__(self) -> None:
         if self.model is not None and not str(self.model):
@@ -98,7 +102,7 @@ class EngineConfig:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("enable_prefix_caching", "enable_chunked_prefill"):
+        for name in ("enable_prefix_caching", "enable_chunked_prefill", "enforce_eager"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         self._check_speculative()

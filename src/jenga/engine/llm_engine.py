@@ -27,6 +27,7 @@ from ..memory.manager import MemoryManager
 from ..memory.plan import MemoryPlan
 from ..memory.planner import artifact_static_share, build_plan
 from ..memory.shapes.hf import shape_from_path
+from ..model.cuda_graphs import graph_config
 from ..model.kv_pool import KVPool
 from ..model.loader import load_model, read_config
 from ..sched.params import SamplingParams
@@ -130,7 +131,9 @@ class LLMEngine:
         self.scheduler = Scheduler(config.scheduler_config(), self.manager, max_model_len=self.max_model_len)
         self.kv_pool = KVPool(self.plan, device=self.device)
         self.sampler = Sampler(self.tokenizer.eos_token_ids, seed=config.seed)
-        self.runner = ModelRunner(self.model, self.kv_pool, self.plan, sampler=self.sampler)
+        graphs = graph_config(self.model, self.device, enforce_eager=config.enforce_eager,
+                              max_num_seqs=config.max_num_seqs, max_model_len=self.max_model_len)
+        self.runner = ModelRunner(self.model, self.kv_pool, self.plan, sampler=self.sampler, cuda_graphs=graphs)
         self.executor: Executor = self.runner
         if self.draft_model is not None:
             draft = ModelRunner(self.draft_model, self.kv_pool, self.plan,

@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..memory.plan import MemoryPlan
-from ..model.attn_metadata import build_attn_metadata, scope_within
+from ..model.attn_metadata import build_attn_metadata, scope_within, to_device
+from ..model.cuda_graphs import CudaGraphConfig, DecodeGraphs
 from ..model.families import DecoderLM
 from ..model.kv_pool import KVPool
 from ..model.multimodal import ImageStore
@@ -70,10 +71,15 @@ class ModelRunner:
     "triton"), see model.attention.paged_attention.  layer_offset: plan
     index of the model's layer 0 (non-zero for a draft model sharing the
     target's plan).  sampler: what `execute` samples with (None: only
-    `forward` is usable, as for a draft model)."""
+    `forward` is usable, as for a draft model).  cuda_graphs: run decode
+    steps through padded static buffers (model/cuda_graphs.py), replayed
+    from CUDA graphs captured here on a CUDA pool; None runs every step
+    eagerly.  Raises ValueError for a plan that does not fit the model, or
+    cuda_graphs with a layer offset or a model they cannot capture."""
 
     def __init__(self, model: DecoderLM, kv_pool: KVPool, plan: MemoryPlan, backend: str = "auto",
-                 layer_offset: int = 0, sampler: Sampler | None = None) -> None:
+                 layer_offset: int = 0, sampler: Sampler | None = None,
+                 cuda_graphs: CudaGraphConfig | None = None) -> None:
         if kv_pool.plan is not plan:
             raise ValueError("kv_pool was built for a different plan")
         check_plan(model, plan, layer_offset)
@@ -90,6 +96,13 @@ class ModelRunner:
         # vision-language families: the engine registers each request's image inputs here
         self.images = ImageStore() if getattr(model, "accepts_images", False) else None
         self.sampler = sampler
+        self.graphs = None
+        if cuda_graphs is not None:
+            if layer_offset:
+                raise ValueError("cuda_graphs: a model at a layer offset (a draft) runs eagerly")
+            self.graphs = DecodeGraphs(model, kv_pool, plan, self.plan_layers, cuda_graphs)
+            if self.device.type == "cuda":
+                self.graphs.capture()
 
     @staticmethod
     def _check_step(step: StepPlan, verify: bool, recurrent: bool, images: bool = False) -> None:
@@ -155,6 +168,12 @@ class ModelRunner:
         req_ids = tuple(step.seqs[i].req_id for i in sampled)
         if not step.seqs:
             return RunnerOutput(req_ids, torch.empty(0, self.model.arch.vocab_size), time.perf_counter() - t0)
+        if self.graphs is not None and not verify:
+            logits = self.graphs.run(step)   # None unless a decode step the graphs hold
+            if logits is not None:
+                if len(sampled) < len(step.seqs):
+                    logits = logits[to_device(torch.tensor(sampled), self.device)]
+                return RunnerOutput(req_ids, logits.float(), time.perf_counter() - t0)
         meta = build_attn_metadata(step, self.plan, self.plan_layers, self.device, self.backend)
         if self.layer_offset:
             off = self.layer_offset
@@ -164,12 +183,12 @@ class ModelRunner:
             states = build_state_metadata(step, self.plan, self.state_layers, self.device)
             off = self.layer_offset
             extra["state_metadata"] = replace(states, layer_group={k - off: g for k, g in states.layer_group.items()})
-        ids = torch.tensor([t for s in step.seqs for t in s.token_ids], dtype=torch.long).to(self.device)
+        ids = to_device(torch.tensor([t for s in step.seqs for t in s.token_ids], dtype=torch.long), self.device)
         ends = [0]
         for s in step.seqs:
             ends.append(ends[-1] + s.num_tokens)
         last = [range(ends[i + 1] - 1 - (step.seqs[i].num_spec if verify else 0), ends[i + 1]) for i in sampled]
-        rows = torch.tensor([r for rs in last for r in rs], dtype=torch.long).to(self.device)
+        rows = to_device(torch.tensor([r for rs in last for r in rs], dtype=torch.long), self.device)
         runs = 0
         with torch.no_grad():
             if self.images is not None:   # encoder runs write the cross / vision pages first

@@ -139,6 +139,15 @@ class AttnMetadata:
         return meta
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`.  Bound for CUDA it goes through pinned
+    memory and is copied non-blocking, so building a step's inputs never
+    waits for the device (a pageable copy would)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def _seq_scope(s: SeqStep, g: Group, table: tuple[int, ...]) -> tuple[int, int]:
     """First and last (inclusive) page index the seq's new tokens attend to;
     ValueError when one of them is NO_PAGE or missing."""
@@ -197,7 +206,7 @@ def build_group_metadata(step: StepPlan, g: Group, device: torch.device) -> Grou
     batches = tuple(_batch(seqs, idx, starts, g, scopes) for idx in buckets.values())
 
     def to(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device, non_blocking=True)
+        return to_device(t, device)
 
     return GroupAttnMetadata(
         g.gid, P, g.spec.window, g.spec.chunk, tuple(starts), to(torch.tensor(starts, dtype=torch.int32)),
@@ -220,4 +229,4 @@ def build_attn_metadata(step: StepPlan, plan: MemoryPlan, layers: Iterable[int],
     metas = tuple(build_group_metadata(step, g, device) if wanted & set(g.layers) else None
                   for g in plan.groups)
     positions = [p for s in step.seqs for p in range(s.start, s.end)]
-    return AttnMetadata(metas, layer_group, torch.tensor(positions, dtype=torch.long, device=device), backend)
+    return AttnMetadata(metas, layer_group, to_device(torch.tensor(positions, dtype=torch.long), device), backend)

@@ -111,7 +111,11 @@ class Rope:
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin [T, head_dim] for `positions` [T], in `dtype`."""
-        freqs = positions.float().unsqueeze(-1) * self.inv_freq.to(positions.device)
+        if self.inv_freq.device != positions.device:
+            # moved once: a copy per step would be a host-to-device copy a
+            # CUDA graph cannot capture
+            self.inv_freq = self.inv_freq.to(positions.device)
+        freqs = positions.float().unsqueeze(-1) * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.scaling).to(dtype), (emb.sin() * self.scaling).to(dtype)
 
