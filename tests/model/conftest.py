@@ -1,6 +1,4 @@
-"""Fixtures shared by the model tests, and the Triton interpreter switch."""
-
-import os
+"""Fixtures shared by the model tests."""
 
 import pytest
 
@@ -17,9 +15,3 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-# The Triton kernels are tested on CPU tensors under Triton's interpreter.
-# `triton.jit` reads TRITON_INTERPRET when a kernel module is imported, so it
-# is set here, before any test of this folder imports one.  A run that wants
-# the compiled kernels on a GPU uses scripts/gpu_check_attention.py instead.
-os.environ.setdefault("TRITON_INTERPRET", "1")

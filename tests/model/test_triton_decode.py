@@ -1,7 +1,7 @@
 """The Triton paged-decode kernel against the dense reference, through
 paged_attention(backend="triton") on the same poisoned, scattered pools as
-the portable path.  Runs on CPU under TRITON_INTERPRET=1 (set by this
-folder's conftest before the kernel module is imported); triton is in the
+the portable path.  Runs on CPU under TRITON_INTERPRET=1 (set by
+tests/conftest.py before triton is imported); triton is in the
 test extra, so this is skipped only where no triton wheel exists."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-assert os.environ.get("TRITON_INTERPRET") == "1", "tests/model/conftest.py sets the interpreter"
+assert os.environ.get("TRITON_INTERPRET") == "1", "tests/conftest.py sets the interpreter"
 
 from test_attention import CASES, MIXED, run_case
 

@@ -1,7 +1,7 @@
 """The Triton varlen paged-prefill kernel and the K/V store against the
 dense reference, through paged_attention(backend="triton") on the same
 NaN-poisoned, scattered pools as the portable path (CPU, TRITON_INTERPRET=1
-from this folder's conftest).  Under the interpreter a program takes 16
+from tests/conftest.py).  Under the interpreter a program takes 16
 query rows (tokens x heads of one kv head) and 16 keys, so the long cases
 span several query blocks and key tiles of several pages each."""
 

@@ -29,7 +29,7 @@ def _prefill_kernel(Q, K, V, Out, Table, QStart, CtxLen, Sinks,
                     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, P: tl.constexpr, D: tl.constexpr,
                     BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     HAS_WINDOW: tl.constexpr, HAS_CHUNK: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-                    HAS_SINKS: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                    HAS_SINKS: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     pid = tl.program_id(0)
     kvh = tl.program_id(1)
     b = pid // blocks_per_seq
@@ -47,6 +47,8 @@ def _prefill_kernel(Q, K, V, Out, Table, QStart, CtxLen, Sinks,
     d_ok = d < D
     q = tl.load(Q + (row0 + tok)[:, None] * s_qt + head[:, None] * s_qh + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
     lo = q_pos * 0                     # first key position each row sees
     if HAS_WINDOW:
         lo = tl.maximum(q_pos - window + 1, 0)
@@ -74,6 +76,8 @@ def _prefill_kernel(Q, K, V, Out, Table, QStart, CtxLen, Sinks,
         kv_ok = in_range[:, None] & d_ok[None, :]
         k = tl.load(K + page[:, None] * s_kp + slot[:, None] * s_kt + kvh * s_kh + d[None, :],
                     mask=kv_ok, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * scale
         if HAS_SOFTCAP:
             # tanh(x) = 2 * sigmoid(2x) - 1, which stays finite for any x
@@ -85,6 +89,8 @@ def _prefill_kernel(Q, K, V, Out, Table, QStart, CtxLen, Sinks,
         p = tl.exp(s - m_new[:, None])
         v = tl.load(V + page[:, None] * s_vp + slot[:, None] * s_vt + kvh * s_vh + d[None, :],
                     mask=kv_ok, other=0.0)
+        if UPCAST:
+            v = v.to(tl.float32)
         denom = denom * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
         m = m_new
@@ -136,6 +142,9 @@ def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         return out
     group = Hq // Hkv
     interpret = not q.is_cuda
+    # The interpreter multiplies 16-bit floats as their integer bit patterns
+    # (triton 3.9), so there the dots take fp32 copies; a GPU uses bf16 MMA.
+    upcast = interpret and q.dtype != torch.float32
     block_m, block_n = block_sizes(group, D, interpret)
     blocks = triton.cdiv(max_query_len, block_m)
     sink_t = sinks.contiguous() if sinks is not None else q  # placeholder pointer, never read
@@ -148,5 +157,5 @@ def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         GROUP=group, GROUP_PAD=triton.next_power_of_2(group), P=P, D=D, BLOCK_D=triton.next_power_of_2(D),
         BLOCK_M=block_m, BLOCK_N=block_n, HAS_WINDOW=window > 0, HAS_CHUNK=chunk > 0,
         HAS_SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32", UPCAST=upcast)
     return out
