@@ -69,11 +69,13 @@ def describe(name: str) -> str:
     return BUILTINS[name][2]
 
 
-def build_model_folder(config, out: Path, seed: int = 0, tokenizer_dir: Path | None = None) -> Path:
-    """Write a random-weight checkpoint of `config` (fp32 safetensors,
-    weights drawn after `torch.manual_seed(seed)`) plus the tokenizer files
-    of `tokenizer_dir` (default: the converted SmolLM2) into `out`, which
-    must not exist yet.  Returns `out`."""
+def build_model_folder(config, out: Path, seed: int = 0, tokenizer_dir: Path | None = None,
+                       dtype: str = "float32", device: str = "cpu") -> Path:
+    """Write a random-weight checkpoint of `config` (safetensors in `dtype`,
+    weights drawn on `device` after `torch.manual_seed(seed)`: a GPU draws a
+    billion-parameter model in a second) plus the tokenizer files of
+    `tokenizer_dir` (default: the converted SmolLM2) into `out`, which must
+    not exist yet.  Returns `out`."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -81,8 +83,10 @@ def build_model_folder(config, out: Path, seed: int = 0, tokenizer_dir: Path | N
     out = Path(out)
     out.mkdir(parents=True)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.save_pretrained(out)
+    del model
     GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
                      pad_token_id=config.pad_token_id).save_pretrained(out)
     for f in _TOKENIZER_FILES:
