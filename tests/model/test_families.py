@@ -25,11 +25,13 @@ BASE = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_attention_
 YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
         "original_max_position_embeddings": 128, "truncate": False}
 
+LLAMA3 = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+
 CASES = {
     "llama": lambda: (tf.LlamaForCausalLM, tf.LlamaConfig(
         **BASE, num_hidden_layers=2, attention_bias=True, mlp_bias=True, tie_word_embeddings=True,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 32})),
+        rope_parameters=LLAMA3)),
     "mistral": lambda: (tf.MistralForCausalLM, tf.MistralConfig(
         **BASE, num_hidden_layers=2, head_dim=16, sliding_window=8, tie_word_embeddings=False)),
     "ministral": lambda: (tf.MinistralForCausalLM, tf.MinistralConfig(
@@ -50,6 +52,14 @@ CASES = {
     "gpt_oss": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
         **{**BASE, "intermediate_size": 32}, num_hidden_layers=2, head_dim=16, sliding_window=8,
         num_local_experts=4, num_experts_per_tok=2, rope_parameters=YARN)),
+    # chunk 8: every prompt spans 2-4 chunks; layers alternate chunked RoPE
+    # (L2 qk-norm) / global NoPE (temperature tuning from position 3 on),
+    # MoE (shared + 2 of 4 routed) on the odd layers
+    "llama4": lambda: (tf.Llama4ForCausalLM, tf.Llama4TextConfig(
+        **{**BASE, "intermediate_size": 32}, intermediate_size_mlp=96, num_hidden_layers=4, head_dim=16,
+        attention_chunk_size=8, no_rope_layer_interval=2, floor_scale=4, attn_scale=0.5,
+        interleave_moe_layer_step=2, num_local_experts=4, num_experts_per_tok=2,
+        rope_parameters=LLAMA3)),
 }
 
 PROMPT_LENS = (13, 22, 30)

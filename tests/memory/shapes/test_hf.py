@@ -18,7 +18,10 @@ TEXT = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_laye
 CLIP = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=2,
             num_attention_heads=2, image_size=56, patch_size=14)
 SIGLIP = dict(CLIP, model_type="siglip_vision_model")
-KIND = {"full_attention": "full", "sliding_attention": "sliding", "linear_attention": "mamba"}
+KIND = {"full_attention": "full", "sliding_attention": "sliding", "linear_attention": "mamba",
+        "chunked_attention": "chunked"}
+LLAMA4 = dict(TEXT, intermediate_size_mlp=80, num_local_experts=4, num_experts_per_tok=1,
+              interleave_moe_layer_step=2, attention_chunk_size=32)
 
 
 def n_params(config, cls) -> int:
@@ -52,6 +55,13 @@ CASES = {
                                        num_experts_per_tok=2), T.GptOssForCausalLM),
     "jamba": (lambda: T.JambaConfig(**TEXT, num_experts=4, num_experts_per_tok=2, attn_layer_period=3,
                                     attn_layer_offset=1, mamba_d_state=8, mamba_dt_rank=8), T.JambaForCausalLM),
+    "llama4_text": (lambda: T.Llama4TextConfig(**LLAMA4), T.Llama4ForCausalLM),
+    "llama4": (lambda: T.Llama4Config(
+        text_config=LLAMA4, vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                               num_attention_heads=2, image_size=56, patch_size=14,
+                                               vision_output_dim=40, projector_input_dim=40,
+                                               projector_output_dim=40)),
+               T.Llama4ForConditionalGeneration),
     "mllama": (mllama_config, T.MllamaForConditionalGeneration),
     "llava": (lambda: T.LlavaConfig(text_config=dict(TEXT, model_type="llama"), vision_config=CLIP),
               T.LlavaForConditionalGeneration),
@@ -73,7 +83,8 @@ def test_weights_equal_transformers_parameter_count(case):
     assert shape.weights_bytes == 4 * n_params(config, cls)
 
 
-@pytest.mark.parametrize("case", ["mistral", "ministral", "qwen2", "gemma2", "gemma3_text", "gpt_oss", "jamba"])
+@pytest.mark.parametrize("case", ["mistral", "ministral", "qwen2", "gemma2", "gemma3_text", "gpt_oss", "jamba",
+                                  "llama4_text"])
 def test_layer_kinds_follow_transformers_layer_types(case):
     config = CASES[case][0]()
     # a config.json written by older transformers has no layer_types: the family rule must rebuild them
@@ -92,6 +103,7 @@ def test_family_patterns_exact():
     assert kinds("qwen2") == "ffffss"         # slides from max_window_layers=4 on
     assert kinds("jamba") == "mfmmfm"         # attention at offset 1 every 3 layers
     assert kinds("llama") == "ffffff"
+    assert kinds("llama4_text") == "cccfcc"   # every 4th layer global NoPE, the rest chunked
 
 
 def test_bytes_per_token_and_mamba_layout():

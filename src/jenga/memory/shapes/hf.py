@@ -13,9 +13,10 @@ Layer-kind rules follow transformers 5: `layer_types` wins when the config
 has it; otherwise gemma2 and gpt_oss alternate sliding/full starting with a
 sliding layer 0, gemma3 makes every `sliding_window_pattern`-th layer full,
 mistral slides on every layer when `sliding_window` is set, qwen2/qwen3 slide
-from `max_window_layers` on when `use_sliding_window` is true, and jamba puts
+from `max_window_layers` on when `use_sliding_window` is true, jamba puts
 attention at `attn_layer_offset` every `attn_layer_period` layers (Mamba
-elsewhere).  A Mamba layer keeps what transformers' cache keeps: a conv state
+elsewhere), and llama4_text makes its RoPE layers (`no_rope_layers`)
+chunked by `attention_chunk_size` and its NoPE layers full.  A Mamba layer keeps what transformers' cache keeps: a conv state
 of (d_inner, d_conv) in the model dtype and an SSM state of (d_inner,
 d_state), in `mamba_ssm_cache_dtype` when the config (or the `ssm_dtype`
 argument) names one, else the model dtype.
@@ -58,6 +59,8 @@ class Family:
     a mixture of experts.  expert_bias: router and experts carry biases.
     sinks: learned per-head attention sinks.  mamba2: the mamba layers are
     Mamba-2 mixers (conv over x|B|C, SSM state per head) rather than Mamba-1.
+    ffn(cfg, i, hidden): layer i's feed-forward parameters, for families
+    whose MLPs are not all of `intermediate_size` (Llama 4); overrides `moe`.
     """
 
     default_types: Callable[[Mapping], list[str]]
@@ -69,6 +72,7 @@ class Family:
     expert_bias: bool = False
     sinks: bool = False
     mamba2: bool = False
+    ffn: Callable[[Mapping, int, int], P.ParamCount] | None = None
 
 
 def _alternating(cfg: Mapping) -> list[str]:
@@ -111,6 +115,30 @@ def _jamba_moe(cfg: Mapping, i: int) -> tuple[int, int] | None:
     return (experts, cfg.get("num_experts_per_tok", 2)) if experts > 1 and i % period == offset else None
 
 
+def _llama4_types(cfg: Mapping) -> list[str]:
+    """transformers' Llama4TextConfig rule: a RoPE layer (no_rope_layers[i]
+    = 1; by default all but every no_rope_layer_interval-th) is chunked when
+    attention_chunk_size is set, every NoPE layer is global."""
+    n = cfg["num_hidden_layers"]
+    rope = cfg.get("no_rope_layers") or [int((i + 1) % cfg.get("no_rope_layer_interval", 4) != 0) for i in range(n)]
+    chunked = cfg.get("attention_chunk_size", 8192) is not None
+    return ["chunked_attention" if rope[i] and chunked else "full_attention" for i in range(n)]
+
+
+def _llama4_ffn(cfg: Mapping, i: int, hidden: int) -> P.ParamCount:
+    """Llama 4: `moe_layers` (default every interleave_moe_layer_step-th
+    layer) hold a shared expert plus routed experts of intermediate_size;
+    the rest a dense MLP of intermediate_size_mlp."""
+    n, step = cfg["num_hidden_layers"], cfg.get("interleave_moe_layer_step", 1)
+    moe_layers = cfg.get("moe_layers")
+    moe_layers = range(step - 1, n, step) if moe_layers is None else moe_layers
+    if i not in moe_layers:
+        return P.ParamCount.dense(P.gated_mlp(hidden, cfg.get("intermediate_size_mlp", 16384)))
+    inter = require(cfg, "intermediate_size")
+    routed = P.moe(hidden, inter, cfg.get("num_local_experts", 16), cfg.get("num_experts_per_tok", 1))
+    return routed + P.ParamCount.dense(P.gated_mlp(hidden, inter))
+
+
 def _llama_bias(cfg: Mapping) -> tuple[bool, bool, bool]:
     b = bool(cfg.get("attention_bias", False))
     return b, b, bool(cfg.get("mlp_bias", False))
@@ -129,6 +157,9 @@ _FAMILIES: dict[str, Family] = {
                       expert_bias=True, sinks=True),
     "jamba": Family(_jamba, moe=_jamba_moe),
     "bamba": Family(_bamba, bias=_llama_bias, mamba2=True),
+    # Llama 4's qk-norm is weightless: no parameters
+    "llama4_text": Family(_llama4_types, bias=lambda c: (bool(c.get("attention_bias", False)),) * 2 + (False,),
+                          ffn=_llama4_ffn),
 }
 
 
@@ -287,6 +318,8 @@ def text_body(cfg: Mapping, dt: str, ssm_dtype: str | None, *,
 
 
 def _ffn(cfg: Mapping, fam: Family, i: int, hidden: int, mlp_bias: bool) -> P.ParamCount:
+    if fam.ffn is not None:
+        return fam.ffn(cfg, i, hidden)
     inter = require(cfg, "intermediate_size")
     experts = fam.moe(cfg, i)
     if experts is None:

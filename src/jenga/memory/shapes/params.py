@@ -84,7 +84,9 @@ def vit(cfg: dict) -> int:
     LayerNorm.  SigLIP: no class token, biased patch conv, post-LayerNorm,
     and an attention-pooling head unless `vision_use_head` is false.
     mllama: tiled position embeddings, unbiased attention, and gated global
-    layers.  Raises ValueError for another model_type.
+    layers.  llama4: unbiased unfold patch embedding, class token, and a
+    pixel-shuffle adapter MLP (fc1 intermediate -> projector_input_dim, fc2
+    projector_output_dim square).  Raises ValueError for another model_type.
     """
     kind = cfg.get("model_type", "clip_vision_model")
     h, inter = cfg["hidden_size"], cfg["intermediate_size"]
@@ -93,6 +95,11 @@ def vit(cfg: dict) -> int:
     mlp = linear(h, inter, True) + linear(inter, h, True)
     if kind == "mllama_vision_model":
         return _mllama_vit(cfg, h, mlp, ch * patch * patch * h, patches)
+    if kind == "llama4_vision_model":
+        layers = cfg["num_hidden_layers"] * (4 * linear(h, h, True) + mlp + 4 * h)
+        out = cfg.get("projector_output_dim", 4096)
+        adapter = linear(inter, cfg.get("projector_input_dim", 4096)) + linear(out, out)
+        return ch * patch * patch * h + h + (patches + 1) * h + 4 * h + layers + adapter
     layer = 4 * linear(h, h, True) + mlp + 4 * h
     layers = cfg["num_hidden_layers"] * layer
     if kind == "clip_vision_model":
@@ -101,7 +108,7 @@ def vit(cfg: dict) -> int:
         head = h + 4 * linear(h, h, True) + 2 * h + mlp if cfg.get("vision_use_head", True) else 0
         return ch * patch * patch * h + h + patches * h + layers + 2 * h + head
     raise ValueError(f"vision_config.model_type {kind!r} is not supported; known: clip_vision_model, "
-                     "siglip_vision_model, mllama_vision_model")
+                     "siglip_vision_model, mllama_vision_model, llama4_vision_model")
 
 
 def _mllama_vit(cfg: dict, h: int, mlp: int, patch_conv: int, patches: int) -> int:

@@ -15,6 +15,8 @@
 - gemma3 (multimodal): the text model only.  Its SigLIP tower counts in the
   weights, but no vision pseudo-layer is added: the engine's Gemma-3 family
   serves text (image embeddings would be 256 tokens per image).
+- llama4 (Scout, Maverick): likewise the text model only; its vision tower,
+  pixel-shuffle adapter and projector count in the weights.
 
 Weights count the vision tower and projector; `active_params` counts only
 the text decoder, because the simulator prices the vision encoder per image
@@ -109,9 +111,20 @@ def gemma3(cfg: Mapping, dt: str, ssm_dtype: str | None) -> Body:
                 body.max_context)
 
 
+def llama4(cfg: Mapping, dt: str, ssm_dtype: str | None) -> Body:
+    text = _text_config(cfg, "llama4_text")
+    vision = _vision_config(cfg)
+    vision.setdefault("model_type", "llama4_vision_model")
+    body = text_body(text, dt, ssm_dtype)
+    proj = P.linear(vision.get("vision_output_dim", 7680), body.hidden_size)
+    return Body(body.layers, body.params + P.ParamCount(P.vit(vision) + proj, 0), body.hidden_size,
+                body.max_context)
+
+
 VLM_FAMILIES: dict[str, Callable[[Mapping, str, str | None], Body]] = {
     "mllama": mllama,
     "llava": _llava("llama", "clip_vision_model", newline=False),
     "llava_onevision": _llava("qwen2", "siglip_vision_model", newline=True),
     "gemma3": gemma3,
+    "llama4": llama4,
 }

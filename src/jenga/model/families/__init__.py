@@ -13,6 +13,7 @@ from .gemma2 import Gemma2ForCausalLM
 from .gemma3 import Gemma3ForCausalLM
 from .gpt_oss import GptOssForCausalLM
 from .jamba import JambaForCausalLM
+from .llama4 import Llama4ForCausalLM
 from .llama import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM
 from .llava import LlavaForConditionalGeneration
 from .mllama import MllamaForConditionalGeneration
@@ -20,7 +21,8 @@ from .mllama import MllamaForConditionalGeneration
 REGISTRY: dict[str, type[DecoderLM]] = {
     t: cls
     for cls in (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM,
-                Gemma2ForCausalLM, Gemma3ForCausalLM, GptOssForCausalLM, JambaForCausalLM, BambaForCausalLM)
+                Gemma2ForCausalLM, Gemma3ForCausalLM, GptOssForCausalLM, JambaForCausalLM, BambaForCausalLM,
+                Llama4ForCausalLM)
     for t in cls.model_types
 }
 # vision-language families (docs/vlm.md)

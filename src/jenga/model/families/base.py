@@ -33,7 +33,8 @@ class Arch:
     ropes[i]: layer i's RoPE parameters as sorted (key, value) pairs.
     scale: attention score scaling.  attn_softcap / final_softcap: 0 = off.
     norm_offset 1 means Gemma's x*(1+w) norms; sandwich adds Gemma's norms
-    after attention and around the MLP.  num_experts > 0 means a gpt-oss MoE.
+    after attention and around the MLP.  num_experts > 0 means an MoE family
+    (gpt-oss's `make_mlp`; Llama 4 builds its own per layer).
     """
 
     vocab_size: int
@@ -158,9 +159,11 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, a: Arch, idx: int, mlp: nn.Module) -> None:
+    """Pre-norm attention + MLP block; `attn` defaults to `Attention(a, idx)`."""
+
+    def __init__(self, a: Arch, idx: int, mlp: nn.Module, attn: nn.Module | None = None) -> None:
         super().__init__()
-        self.self_attn = Attention(a, idx)
+        self.self_attn = attn if attn is not None else Attention(a, idx)
         self.mlp = mlp
         self.input_layernorm = RMSNorm(a.hidden_size, a.rms_eps, a.norm_offset)
         self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_eps, a.norm_offset)
@@ -183,7 +186,8 @@ class DecoderLM(nn.Module):
     """A causal LM built from an HF config (object or config.json dict).
 
     Subclasses set `model_types` and implement `arch_from_config`; they
-    override `make_mlp` or `map_name` where their checkpoints differ.
+    override `make_mlp` (or `make_layer`, for a per-layer attention or MLP)
+    or `map_name` where their checkpoints differ.
     """
 
     model_types: tuple[str, ...] = ()
@@ -200,13 +204,17 @@ class DecoderLM(nn.Module):
         with torch.device("meta"):
             self.model = nn.Module()
             self.model.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size)
-            self.model.layers = nn.ModuleList(DecoderLayer(a, i, self.make_mlp(a)) for i in range(a.num_layers))
+            self.model.layers = nn.ModuleList(self.make_layer(a, i) for i in range(a.num_layers))
             self.model.norm = RMSNorm(a.hidden_size, a.rms_eps, a.norm_offset)
             self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False)
         self.requires_grad_(False)
         keys = sorted(set(a.ropes), key=str)
         self._ropes = [Rope(a.head_dim, dict(k), a.max_position) for k in keys]
         self._rope_of = [keys.index(r) for r in a.ropes]
+
+    def make_layer(self, a: Arch, idx: int) -> nn.Module:
+        """Decoder layer `idx` (built on the meta device)."""
+        return DecoderLayer(a, idx, self.make_mlp(a))
 
     def make_mlp(self, a: Arch) -> nn.Module:
         return GatedMLP(a.hidden_size, a.intermediate_size, a.act, a.mlp_bias)
