@@ -28,6 +28,10 @@ def _plan_parser(sub) -> None:
     p.add_argument("--kv-cache-dtype", default="auto",
                    help="storage dtype of K/V: auto (the model's), fp8 (= fp8_e4m3), fp8_e5m2, or per kind, "
                         "e.g. full=fp8,sliding=auto (Mamba states keep theirs unless named)")
+    p.add_argument("--max-context", action="store_true",
+                   help="also report the longest single request each allocator admits (paper Table 2)")
+    p.add_argument("--prefill-chunk", type=int, default=2048,
+                   help="tokens prefilled per step for --max-context (the scheduler's max_num_batched_tokens)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: __import__("jenga.commands.plan", fromlist=["x"]).main(a))
 

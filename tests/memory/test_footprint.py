@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import CROSS, FULL, MAMBA, tiny_plan
-from jenga.memory.footprint import TrueNeed, ideal_bytes, true_need_bytes
+from helpers import CHUNK8, CROSS, FULL, MAMBA, tiny_plan
+from jenga.memory.footprint import TrueNeed, ideal_bytes, longest_request, true_need_bytes
 from jenga.memory.planner import build_plan
 from jenga.memory.spec import LayerSpec
 from jenga.memory.types import ImageRef
@@ -80,3 +80,19 @@ def test_true_need_bytes_sums_running_requests():
     plan = tiny_plan([(FULL, 1, 2), (CROSS, 1, 1)], 10)
     img = SimpleNamespace(num_computed=2, images=(ImageRef(0, 6, "a"), ImageRef(1, 4, "b")))
     assert true_need_bytes(plan, [img]) == 2 * 8 + 10 * 8
+
+
+def test_longest_request_is_the_largest_that_fits_alone():
+    # 32-byte small pages, one per large page, 10 large pages: a request of
+    # n tokens prefilled 4 a step needs ceil(n/4) + 1 full pages and, past
+    # its first chunk, ceil((7 + 4) / 4) + 1 = 4 chunked pages (+ 1)
+    plan = tiny_plan([(FULL, 1, 4), (CHUNK8, 1, 4)], 10)
+    assert longest_request(plan, chunk=4) == 16          # 5 + 5 pages; 17 needs 6 + 5
+    # prefilled whole, a 17-token prompt holds all 5 chunked pages at once
+    assert longest_request(plan, chunk=64) == 16
+    assert longest_request(tiny_plan([(FULL, 1, 4), (CHUNK8, 1, 4)], 12), chunk=4) == 24   # 7 + 5: 25 needs 8 + 5
+    assert longest_request(tiny_plan([(FULL, 1, 4), (CHUNK8, 1, 4)], 12), chunk=64) == 20  # 6 + 6: 21 needs 7 + 7
+    assert longest_request(tiny_plan([(CHUNK8, 1, 4)], 10), chunk=4) is None   # no group grows
+    assert longest_request(tiny_plan([(FULL, 1, 4)], 1), chunk=4) == 0
+    with pytest.raises(ValueError, match="chunk"):
+        longest_request(plan, chunk=0)

@@ -9,14 +9,16 @@ budget for a token-budget layer), whatever
 allocator holds them.  `ideal_bytes` is its total for one request at its
 end, `true_need_bytes` for a set of running requests.  `request_footprint`
 counts the bytes a plan's allocator actually holds for one request (whole
-small pages, padding, the baselines' extra tokens), and `max_concurrent`
-how many such requests fit in the pool at once.
+small pages, padding, the baselines' extra tokens), `max_concurrent`
+how many such requests fit in the pool at once, and `longest_request` the
+longest single request the pool admits (the paper's Table 2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .capacity import fits_alone
 from .plan import MemoryPlan
 from .policies import policy_for
 from .rules import AllocatorRules
@@ -160,6 +162,34 @@ def max_concurrent(plan: MemoryPlan, pages: list[int]) -> int:
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+# lengths beyond this count as unbounded (a model whose every group keeps a
+# bounded scope: sliding, chunked and Mamba layers only)
+UNBOUNDED = 1 << 50
+
+
+def longest_request(plan: MemoryPlan, encoder_tokens: int = 0, chunk: int = 2048) -> int | None:
+    """Most tokens (prompt + output) one request may have and still be
+    admitted to an empty pool, prefilled `chunk` tokens a step: the largest
+    n with `capacity.fits_alone(n)`, the scheduler's own admission test
+    (each group at its peak, plus one page of margin per token group).
+    None when every length up to UNBOUNDED fits (no group grows with the
+    context).  0 when not even one token fits."""
+    if chunk <= 0:
+        raise ValueError(f"chunk must be > 0, got {chunk}")
+    policies = _policies(plan)
+
+    def fits(n: int) -> bool:
+        return fits_alone(policies, plan, n, encoder_tokens, min(chunk, n))
+
+    if fits(UNBOUNDED):
+        return None
+    lo, hi = 0, UNBOUNDED    # fits(lo) or lo == 0; not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
 
 

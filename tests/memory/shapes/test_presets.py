@@ -23,6 +23,8 @@ LAYERS = {
     "llama-3.1-70b": {"full": 80},
     "llava-onevision-7b": {"full": 28, "vision": 1},
     "character-ai-70b": {"sliding(window=1024)": 27, "full": 13},
+    "llama-4-scout": {"chunked(chunk=8192)": 36, "full": 12},
+    "llama-4-maverick": {"chunked(chunk=8192)": 36, "full": 12},
     "pyramidkv-70b": {"budget(budget=2048)": 20, "budget(budget=1024)": 20, "budget(budget=512)": 20,
                       "budget(budget=256)": 20},
 }
@@ -38,6 +40,7 @@ BYTES_PER_TOKEN = {
     "llama-3.2-11b-vision": 40 * 2 * 8 * 128 * 2,
     "llava-onevision-7b": 28 * 2 * 4 * 128 * 2 + 3584 * 2,
     "character-ai-70b": 40 * 2 * 8 * 128 * 2,
+    "llama-4-scout": 48 * 2 * 8 * 128 * 2,
 }
 
 # published total parameters (model cards / HF safetensors metadata)
@@ -45,6 +48,7 @@ PUBLISHED = {
     "llama-3.1-8b": 8.03e9, "llama-3.1-70b": 70.6e9, "gemma-2-9b": 9.24e9, "gemma-2-27b": 27.2e9,
     "gemma-3-12b": 12.2e9, "gemma-3-27b": 27.4e9, "ministral-8b": 8.02e9, "jamba-1.5-mini": 51.6e9,
     "llama-3.2-11b-vision": 10.67e9, "llava-onevision-7b": 8.03e9,
+    "llama-4-scout": 109e9, "llama-4-maverick": 402e9,
 }
 
 
@@ -66,6 +70,15 @@ def test_bytes_per_token(name):
 def test_parameter_counts_match_published_sizes(name):
     shape = get_preset(name)
     assert shape.weights_bytes / 2 == pytest.approx(PUBLISHED[name], rel=0.01)
+
+
+@pytest.mark.parametrize("name", ["llama-4-scout", "llama-4-maverick"])
+def test_llama4_pattern_and_active_parameters(name):
+    """17B active of 109B / 402B (the model cards); layer 3, 7, ... global."""
+    shape = get_preset(name)
+    assert shape.active_params == pytest.approx(17e9, rel=0.02)
+    assert [i for i, s in enumerate(shape.layers) if s.kind == "full"] == list(range(3, 48, 4))
+    assert all(s.chunk == 8192 for s in shape.layers if s.kind == "chunked")
 
 
 def test_jamba_moe_and_mamba_state():

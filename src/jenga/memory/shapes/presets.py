@@ -44,6 +44,21 @@ _SIGLIP_896 = dict(model_type="siglip_vision_model", hidden_size=1152, intermedi
                    num_hidden_layers=27, num_attention_heads=16, image_size=896, patch_size=14,
                    vision_use_head=False)
 
+# Llama 4 (meta-llama/Llama-4-Scout-17B-16E and -Maverick-17B-128E
+# config.json): a llama4 config wrapping the text model; 3 of every 4 layers
+# use RoPE and attend within 8192-token chunks, every 4th is global (NoPE)
+_LLAMA4_TEXT = dict(model_type="llama4_text", hidden_size=5120, intermediate_size=8192, intermediate_size_mlp=16384,
+                    num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8, head_dim=128,
+                    vocab_size=202048, attention_chunk_size=8192, no_rope_layer_interval=4, num_experts_per_tok=1)
+_LLAMA4_VISION = dict(model_type="llama4_vision_model", hidden_size=1408, intermediate_size=5632, num_hidden_layers=34,
+                      num_attention_heads=16, image_size=336, patch_size=14, vision_output_dim=4096,
+                      projector_input_dim=4096, projector_output_dim=4096)
+_LLAMA4_FIELDS = ("text_config.{hidden_size, intermediate_size, intermediate_size_mlp, num_hidden_layers, "
+                  "num_attention_heads, num_key_value_heads, head_dim, vocab_size, attention_chunk_size=8192, "
+                  "no_rope_layers (every 4th layer NoPE), num_local_experts, num_experts_per_tok=1, "
+                  "interleave_moe_layer_step, max_position_embeddings}, vision_config (weights only), "
+                  "torch_dtype=bfloat16")
+
 CONFIGS: dict[str, tuple[dict, str]] = {
     "llama-3.2-11b-vision": (dict(
         model_type="mllama", torch_dtype="bfloat16",
@@ -89,6 +104,16 @@ CONFIGS: dict[str, tuple[dict, str]] = {
                        "ai21labs/AI21-Jamba-1.5-Mini config.json: " + _ATTN_FIELDS + ", attn_layer_period/offset, "
                        "expert_layer_period/offset, num_experts(_per_tok), mamba_d_state/d_conv/expand/dt_rank; "
                        "SSM state kept in float32 (vLLM --mamba-ssm-cache-dtype float32)"),
+    "llama-4-scout": (dict(model_type="llama4", torch_dtype="bfloat16", vision_config=_LLAMA4_VISION,
+                           text_config=dict(_LLAMA4_TEXT, num_local_experts=16, interleave_moe_layer_step=1,
+                                            max_position_embeddings=10485760)),
+                      "meta-llama/Llama-4-Scout-17B-16E config.json: " + _LLAMA4_FIELDS + "; 16 routed experts "
+                      "+ 1 shared in every layer; 10M-token context"),
+    "llama-4-maverick": (dict(model_type="llama4", torch_dtype="bfloat16", vision_config=_LLAMA4_VISION,
+                              text_config=dict(_LLAMA4_TEXT, num_local_experts=128, interleave_moe_layer_step=2,
+                                               max_position_embeddings=1048576)),
+                         "meta-llama/Llama-4-Maverick-17B-128E config.json: " + _LLAMA4_FIELDS + "; 128 routed "
+                         "experts + 1 shared in every 2nd layer (dense MLPs between); 1M-token context"),
     "llama-3.1-8b": (_LLAMA_8B, "meta-llama/Llama-3.1-8B config.json: " + _ATTN_FIELDS),
     "llama-3.1-70b": (_LLAMA_70B, "meta-llama/Llama-3.1-70B config.json: " + _ATTN_FIELDS),
     "llava-onevision-7b": (dict(
