@@ -53,7 +53,12 @@ def plot_reports(reports: tuple[SimReport, ...] | list[SimReport], path: str | P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(reports), figsize=(4.5 * len(reports), 6), squeeze=False, sharex="col")
+    from matplotlib.ticker import MaxNLocator
+
+    # every panel shares one time axis (allocators finish at different times:
+    # the shorter runs end early on the same scale), each row its y axis
+    fig, axes = plt.subplots(2, len(reports), figsize=(4.5 * len(reports), 6), squeeze=False, sharex=True,
+                             sharey="row")
     for col, r in enumerate(reports):
         s = r.series
         mem, bs = axes[0][col], axes[1][col]
@@ -62,11 +67,13 @@ def plot_reports(reports: tuple[SimReport, ...] | list[SimReport], path: str | P
             mem.stackplot(s.times, per_group, labels=[f"g{g} {lab}" for g, lab in enumerate(s.group_labels)],
                           step="post")
         mem.axhline(r.pool_bytes / GiB, color="black", linewidth=0.8, linestyle="--", label="pool")
-        mem.set_title(f"{r.allocator}: {r.throughput_rps:.3f} req/s")
-        mem.set_ylabel("GiB held")
+        mem.set_title(f"{r.allocator} ({r.throughput_rps:.3f} req/s)", fontsize=10)
+        if col == 0:
+            mem.set_ylabel("GiB held")
+            bs.set_ylabel("sequences per step")
         mem.legend(fontsize=7, loc="upper right")
         bs.step(s.times, s.batch, where="post", linewidth=0.8)
-        bs.set_ylabel("sequences per step")
+        bs.yaxis.set_major_locator(MaxNLocator(integer=True))   # a count: whole numbers only
         bs.set_xlabel("simulated time (s)")
     if title:
         fig.suptitle(title)
