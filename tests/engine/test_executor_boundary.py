@@ -138,3 +138,11 @@ def test_observers_see_every_step(folder):
     assert [tuple(ev.result.sampled) for ev in ran] == [("a",)] * 4
     assert ran[0].plan.seqs[0].token_ids == (5, 6, 7) and ran[0].num_running == 1
     assert all(ev.duration_s >= 0 for ev in events)
+
+
+def test_outputs_carry_queue_prefill_and_decode_times(folder):
+    e = engine(folder)
+    e.add_request("a", [5, 6, 7], GREEDY)
+    final = drain(e)["a"].metrics
+    assert final.arrival_time <= final.first_scheduled_time <= final.first_token_time <= final.finish_time
+    assert final.queue_time >= 0 and final.prefill_time >= 0 and final.decode_time >= 0

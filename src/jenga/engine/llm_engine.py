@@ -305,6 +305,7 @@ class LLMEngine:
         goes on) and EngineDead when it cannot go on (every request failed)."""
         t0 = time.perf_counter()
         plan = self.scheduler.schedule()
+        self._mark_scheduled(plan)
         result = self._execute(plan)
         now = time.monotonic()
         updates = self.scheduler.update(plan, result, now)
@@ -327,6 +328,17 @@ class LLMEngine:
             for observer in self._observers:
                 observer(event)
         return outputs
+
+    def _mark_scheduled(self, plan: StepPlan) -> None:
+        """Stamp requests computed for the first time (queue-time metrics);
+        a request's first step starts at token 0 or at its prefix hit."""
+        now = None
+        for s in plan.seqs:
+            if s.start < s.prompt_len:
+                state = self._states.get(s.req_id)
+                if state is not None and state.first_scheduled_time is None:
+                    now = now or time.monotonic()
+                    state.first_scheduled_time = now
 
     def _execute(self, plan: StepPlan) -> StepResult:
         """The executor's result for `plan` (an empty one when there is

@@ -32,16 +32,37 @@ class CompletionOutput:
 
 @dataclass(frozen=True)
 class RequestMetrics:
-    """Wall-clock times (time.monotonic seconds) of a request's life."""
+    """Wall-clock times (time.monotonic seconds) of a request's life:
+    arrival, first scheduled (its first step began), first token, finish."""
 
     arrival_time: float
     first_token_time: float | None = None
     finish_time: float | None = None
+    first_scheduled_time: float | None = None
 
     @property
     def ttft(self) -> float | None:
         """Time to first token, None before it."""
         return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+    @property
+    def queue_time(self) -> float | None:
+        """Arrival to the first step that computed it (vLLM's queue time)."""
+        return None if self.first_scheduled_time is None else self.first_scheduled_time - self.arrival_time
+
+    @property
+    def prefill_time(self) -> float | None:
+        """First scheduled to first token."""
+        if self.first_scheduled_time is None or self.first_token_time is None:
+            return None
+        return self.first_token_time - self.first_scheduled_time
+
+    @property
+    def decode_time(self) -> float | None:
+        """First token to finish."""
+        if self.first_token_time is None or self.finish_time is None:
+            return None
+        return self.finish_time - self.first_token_time
 
 
 @dataclass(frozen=True)

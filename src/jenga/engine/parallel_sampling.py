@@ -67,7 +67,8 @@ class ParentState:
         blank = CompletionOutput("", ())
         outputs = tuple(self._latest.get(k, replace(blank, index=k)) for k in range(len(self.children)))
         finish_time = out.metrics.finish_time if self.finished else None
-        metrics = RequestMetrics(first.metrics.arrival_time, self._first_token, finish_time)
+        metrics = RequestMetrics(first.metrics.arrival_time, self._first_token, finish_time,
+                                 first.metrics.first_scheduled_time)
         delta = None if out.delta is None else replace(out.delta, index=i)
         return RequestOutput(self.request_id, first.prompt, first.prompt_token_ids, outputs, self.finished,
                              max(first.num_cached_tokens, out.num_cached_tokens), metrics, delta)

@@ -43,6 +43,7 @@ class ReqOutputState:
     text: str = ""
     sent: int = 0
     first_token_time: float | None = None
+    first_scheduled_time: float | None = None
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     num_cached_tokens: int = 0
@@ -87,7 +88,8 @@ class ReqOutputState:
     def _output(self, now: float, delta: DeltaOutput) -> RequestOutput:
         completion = CompletionOutput(self.text[:self.sent], tuple(self.token_ids), self.finish_reason,
                                       self.stop_reason)
-        metrics = RequestMetrics(self.arrival_time, self.first_token_time, now if self.finished else None)
+        metrics = RequestMetrics(self.arrival_time, self.first_token_time, now if self.finished else None,
+                                 self.first_scheduled_time)
         return RequestOutput(self.request_id, self.prompt, self.prompt_token_ids, (completion,),
                              self.finished, self.num_cached_tokens, metrics, delta)
 
