@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 def add_args(p) -> None:
     p.add_argument("--quick", action="store_true", help="tiny workload (for tests)")
-    p.add_argument("--kv-bytes", type=int, default=None, help="KV budget of part 2 (default fits ~10 prompts)")
+    p.add_argument("--kv-bytes", type=int, default=None, help="KV budget of part 2 in bytes (default 4 MiB: a few of its prompts at once)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 
@@ -126,9 +126,9 @@ def allocator_part(quick: bool, threads: int, kv_bytes: int | None) -> None:
     print("== 2. the same long prompts under each allocator, same KV budget ==", flush=True)
     print(describe("gemma2-small"), flush=True)
     model = builtin_model_path("gemma2-small")
-    w = Workload(num_requests=6 if quick else 24, prompt_len=96 if quick else 384,
-                 output_len=8 if quick else 32, images=0)
-    kv = kv_bytes or (2 if quick else 6) * 2**20
+    w = Workload(num_requests=6 if quick else 16, prompt_len=96 if quick else 320,
+                 output_len=8 if quick else 24, images=0)
+    kv = kv_bytes or (2 if quick else 4) * 2**20
     repeats = 1 if quick else 3
     prompts = make_prompts(w, 49152, None)
     params = SamplingParams(max_tokens=w.output_len, temperature=0.0, ignore_eos=True)
