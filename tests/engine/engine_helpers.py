@@ -27,7 +27,7 @@ def save_byte_tokenizer(path) -> None:
 
 def tiny_checkpoint(kind: str, path, seed: int = 0):
     """A random-weight HF model ("llama", or "gemma2": alternating sliding
-    window 8 / full layers) saved with the byte tokenizer (vocab 258, eos
+    window 8 / full layers; "gemma2-mqa" with one KV head) saved with the byte tokenizer (vocab 258, eos
     257) to `path`; returns the transformers model for reference runs."""
     import torch
     import transformers as tf
@@ -36,8 +36,9 @@ def tiny_checkpoint(kind: str, path, seed: int = 0):
                 bos_token_id=256, pad_token_id=None)
     if kind == "llama":
         cls, cfg = tf.LlamaForCausalLM, tf.LlamaConfig(**base, num_hidden_layers=2, tie_word_embeddings=False)
-    elif kind == "gemma2":
-        cls, cfg = tf.Gemma2ForCausalLM, tf.Gemma2Config(**base, num_hidden_layers=4, sliding_window=8,
+    elif kind in ("gemma2", "gemma2-mqa"):   # -mqa: one KV head
+        kv = {"num_key_value_heads": 1} if kind == "gemma2-mqa" else {}
+        cls, cfg = tf.Gemma2ForCausalLM, tf.Gemma2Config(**{**base, **kv}, num_hidden_layers=4, sliding_window=8,
                                                          query_pre_attn_scalar=16)
     else:
         raise ValueError(f"kind: unknown tiny model {kind!r}")

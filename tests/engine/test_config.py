@@ -20,7 +20,8 @@ def test_defaults_are_valid_and_map_to_the_scheduler():
     ("max_model_len", 1), ("device", "tpu"), ("device", "cpu:1"), ("dtype", "int8"), ("seed", "x"),
     ("enable_prefix_caching", 1), ("mamba_checkpoint_interval", 0), ("mamba_checkpoint_interval", True),
     ("mamba_checkpoint_interval", "auto"), ("model", ""),
-    ("cpu_threads", 0), ("device", None),
+    ("cpu_threads", 0), ("device", None), ("tensor_parallel_size", 0), ("tensor_parallel_size", 1.0),
+    ("distributed_timeout_s", 0), ("distributed_timeout_s", "60"),
 ])
 def test_bad_values_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
@@ -43,3 +44,8 @@ def test_max_waiting_reaches_the_scheduler_and_is_validated():
     assert EngineConfig(max_waiting=3).scheduler_config().max_waiting == 3
     with pytest.raises(ValueError, match="max_waiting"):
         EngineConfig(max_waiting=0)
+
+
+def test_tensor_parallel_refuses_a_draft_model():
+    with pytest.raises(ValueError, match="tensor_parallel_size > 1 does not support a speculative_model"):
+        EngineConfig(tensor_parallel_size=2, speculative_model="/d", num_speculative_tokens=2)

@@ -148,6 +148,8 @@ def run_one(model: Path, allocator: str, kv_bytes: int, w: Workload, progress: b
         outs = llm.generate(prompts, params, use_tqdm=progress)
     except ValueError as err:   # e.g. static's share for one group is smaller than one request
         return Result(allocator, 0, len(prompts), 0.0, 0.0, 0.0, 0, 0, 0, 0.0, 0, str(err))
+    finally:
+        e.close()   # tensor-parallel workers end with the run
     dt = time.perf_counter() - t0 - probe_s[0]
     s = e.stats()
     errors = sum(o.outputs[0].finish_reason == "error" for o in outs)
@@ -243,6 +245,8 @@ def add_args(p) -> None:
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--page-tokens", type=int, default=16)
     p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="ranks per engine (worker processes on this machine; docs/parallel.md)")
     p.add_argument("--threads", "--cpu-threads", dest="threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a small shared box more threads spin against each other)")
     p.add_argument("--repeat", type=int, default=1,
@@ -307,7 +311,7 @@ def main(args) -> int:
     model = resolve(args.model)
     engine = dict(max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
                   page_tokens=args.page_tokens, enable_prefix_caching=not args.no_prefix_caching,
-                  cpu_threads=args.threads)
+                  cpu_threads=args.threads, tensor_parallel_size=args.tensor_parallel_size)
     allocators = split_allocators(args.allocator)
     if args.repeat < 1:
         raise ValueError(f"--repeat must be >= 1, got {args.repeat}")

@@ -77,12 +77,15 @@ def main(args: argparse.Namespace) -> int:
         from .llm import LLM   # torch and the model load only once the options are valid
         llm = LLM(**{f: getattr(config, f) for f in config.__dataclass_fields__})
         t0 = time.perf_counter()
-        if args.stream:
-            outputs = _stream(llm, args.prompts, params, args.chat)
-        elif args.chat:
-            outputs = llm.chat([[{"role": "user", "content": p}] for p in args.prompts], params)
-        else:
-            outputs = llm.generate(args.prompts, params)
+        try:
+            if args.stream:
+                outputs = _stream(llm, args.prompts, params, args.chat)
+            elif args.chat:
+                outputs = llm.chat([[{"role": "user", "content": p}] for p in args.prompts], params)
+            else:
+                outputs = llm.generate(args.prompts, params)
+        finally:
+            llm.engine.close()   # tensor-parallel workers end here
     except ValueError as e:
         print(f"jenga generate: error: {e}", file=sys.stderr)
         return 2

@@ -52,6 +52,11 @@ class EngineConfig:
         checkpoints; None = auto from the plan (one per the tokens whose
         attention K/V costs as much as a state, at least 512; see
         memory/checkpoint_interval.py).
+    tensor_parallel_size: ranks the model is sharded over (docs/parallel.md):
+        the engine spawns size - 1 worker processes on this node (or joins
+        those torchrun started); kv_cache_memory is then per rank.
+    distributed_timeout_s: with tensor parallelism, how long a step may
+        wait on another rank before the engine is declared dead.
     """
 
     model: str | Path | None = None
@@ -74,6 +79,8 @@ class EngineConfig:
     num_speculative_tokens: int = 0
     max_waiting: int = 100_000
     enforce_eager: bool = False
+    tensor_parallel_size: int = 1
+    distributed_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.model is not None and not str(self.model):
@@ -86,7 +93,8 @@ class EngineConfig:
         if not isinstance(self.gpu_memory_utilization, (int, float)) or \
                 not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization!r}")
-        for name in ("page_tokens", "max_num_seqs", "max_num_batched_tokens", "max_waiting"):
+        for name in ("page_tokens", "max_num_seqs", "max_num_batched_tokens", "max_waiting",
+                     "tensor_parallel_size"):
             if not _positive_int(getattr(self, name)):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.mamba_checkpoint_interval is not None and not _positive_int(self.mamba_checkpoint_interval):
@@ -105,7 +113,13 @@ class EngineConfig:
         for name in ("enable_prefix_caching", "enable_chunked_prefill", "enforce_eager"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.distributed_timeout_s, (int, float)) or isinstance(self.distributed_timeout_s, bool) \
+                or not self.distributed_timeout_s > 0:
+            raise ValueError(f"distributed_timeout_s must be a positive number of seconds, "
+                             f"got {self.distributed_timeout_s!r}")
         self._check_speculative()
+        if self.tensor_parallel_size > 1 and self.speculative_model is not None:
+            raise ValueError("tensor_parallel_size > 1 does not support a speculative_model yet")
 
     def _check_speculative(self) -> None:
         k, draft = self.num_speculative_tokens, self.speculative_model

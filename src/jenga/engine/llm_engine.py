@@ -2,8 +2,10 @@
 
 It owns one of everything: the tokenizer, the model and its flat KV pool,
 the MemoryPlan sized to the KV budget, the MemoryManager, the Scheduler and
-one executor (sched/executor.py): the ModelRunner with its Sampler, or with
-a speculative_model the SpecRunner over target and draft in the same pool.
+one executor (sched/executor.py): the ModelRunner with its Sampler, with
+a speculative_model the SpecRunner over target and draft in the same pool,
+or with tensor_parallel_size > 1 the TPExecutor over the driver's shard
+and its workers (engine/tp_executor.py; memory is planned per rank).
 `step()` is schedule -> executor.execute -> scheduler.update -> detokenise /
 stop strings -> outputs, one code path whatever the executor; observers
 added with `add_step_observer` see every step as a StepEvent.  A step whose
@@ -29,7 +31,9 @@ from ..memory.planner import artifact_static_share, build_plan
 from ..memory.shapes.hf import shape_from_path
 from ..model.cuda_graphs import graph_config
 from ..model.kv_pool import KVPool
+from ..model.families import model_class
 from ..model.loader import load_model, read_config
+from ..model.parallel import NO_TP
 from ..sched.params import SamplingParams
 from ..sched.request import FinishReason, Request
 from ..sched.executor import Executor, StepEvent
@@ -114,13 +118,29 @@ class LLMEngine:
         if config.cpu_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(config.cpu_threads)
         hf_config = read_config(self.model_path)
-        # KV lives in the compute dtype, whatever dtype the checkpoint was saved in
-        self.shape = shape_from_path(self.model_path, name=self.model_path.name, dtype=_DTYPE_NAMES[self.dtype])
+        # KV lives in the compute dtype, whatever dtype the checkpoint was saved in; each
+        # tensor-parallel rank holds its share of every layer (the plan's bytes are per rank)
+        self.shape = shape_from_path(self.model_path, name=self.model_path.name,
+                                     dtype=_DTYPE_NAMES[self.dtype]).per_rank(config.tensor_parallel_size)
         self.max_model_len = self._max_model_len(config)
         self.tokenizer = Tokenizer.from_pretrained(self.model_path)
         text_cfg = hf_config.get("text_config") or {}
         self.vocab_size = int(hf_config.get("vocab_size") or text_cfg.get("vocab_size") or self.tokenizer.vocab_size)
-        self.model = load_model(self.model_path, self.device, self.dtype)
+        self.tp_group = None
+        try:
+            self._build(config, hf_config)
+        except BaseException:
+            if self.tp_group is not None:
+                self.tp_group.close()
+            raise
+
+    def _build(self, config: EngineConfig, hf_config: dict) -> None:
+        """Load the model (with tensor parallelism: start the workers, load
+        this rank's shard), plan memory, build the executor."""
+        shard = NO_TP
+        if config.tensor_parallel_size > 1:
+            shard = self._start_workers(config, hf_config)
+        self.model = load_model(self.model_path, self.device, self.dtype, shard)
         target_shape, self.draft_model = self.shape, None
         if config.speculative_model is not None:
             self.shape, self.draft_model = self._load_draft(Path(config.speculative_model))
@@ -139,6 +159,9 @@ class LLMEngine:
             draft = ModelRunner(self.draft_model, self.kv_pool, self.plan,
                                 layer_offset=draft_layer_offset(target_shape))
             self.executor = SpecRunner(self.runner, draft, self.sampler, config.num_speculative_tokens)
+        if self.tp_group is not None:
+            from .tp_executor import TPExecutor
+            self.executor = TPExecutor(self.tp_group, self.runner)
         self._states: dict[str, ReqOutputState] = {}
         self._num_steps = 0
         self._generated = 0
@@ -148,6 +171,26 @@ class LLMEngine:
         # vision-language families: image loading, placeholders, ImageRefs (docs/vlm.md)
         self.vision = VisionPrompts(self.model, self.model_path) if self.runner.images is not None else None
         self._encoder_runs = 0
+
+    def _start_workers(self, config: EngineConfig, hf_config: dict):
+        """Spawn (or join) the tensor-parallel workers and have them load
+        their shards; returns the driver's shard.  ValueError for a family
+        that is not sharded, before any process starts."""
+        from .tp_executor import TPGroup
+        from .tp_worker import WorkerSetup
+        cls = model_class(hf_config.get("model_type", ""))
+        if not cls.tensor_parallel:
+            raise ValueError(f"tensor_parallel_size={config.tensor_parallel_size}: {cls.__name__} is not sharded "
+                             "yet (docs/parallel.md lists the families that are)")
+        self.tp_group = TPGroup.start(config.tensor_parallel_size, config.distributed_timeout_s)
+        self.tp_group.load(WorkerSetup(str(self.model_path), _DTYPE_NAMES[self.dtype], self.device.type,
+                                       config.cpu_threads, "auto", config.distributed_timeout_s))
+        return self.tp_group.shard
+
+    def close(self) -> None:
+        """Release the executor (with tensor parallelism: end every
+        worker); idempotent.  The engine cannot step afterwards."""
+        self.executor.close()
 
     def _load_draft(self, path: Path):
         """(target+draft shape, draft model); ValueError when the draft's

@@ -9,7 +9,7 @@ Nothing here imports torch: dtypes are names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 KINDS = ("full", "sliding", "chunked", "budget", "mamba", "cross", "vision")
@@ -121,6 +121,37 @@ class LayerSpec:
         tag = "" if self.model == "main" else f"[{self.model}]"
         return f"{self.kind}{extra}{tag}"
 
+    def per_rank(self, tp: int) -> "LayerSpec":
+        """What one of `tp` tensor-parallel ranks stores of this layer
+        (docs/parallel.md): its KV heads (an even split, or one replicated
+        head when the ranks outnumber them); a recurrent state split along
+        its first dim (Mamba-1 channels, Mamba-2 heads: an assumption of the
+        simulator, the engine does not shard Mamba yet); vision embeddings
+        whole (the tower is replicated).  ValueError when they do not split."""
+        if tp == 1:
+            return self
+        if self.num_kv_heads:
+            return replace(self, num_kv_heads=kv_heads_per_rank(self.num_kv_heads, tp))
+        if self.conv_state:
+            for name in ("conv_state", "ssm_state"):
+                if getattr(self, name)[0] % tp:
+                    raise ValueError(f"{name} {getattr(self, name)} does not split over tensor_parallel_size={tp}")
+            return replace(self, conv_state=(self.conv_state[0] // tp,) + self.conv_state[1:],
+                           ssm_state=(self.ssm_state[0] // tp,) + self.ssm_state[1:])
+        return self
+
+
+def kv_heads_per_rank(num_kv_heads: int, tp: int) -> int:
+    """KV heads each of `tp` ranks stores: an even split, or one replicated
+    head when the ranks outnumber the heads (as vLLM).  ValueError when
+    neither divides the other."""
+    if not isinstance(tp, int) or tp < 1:
+        raise ValueError(f"tensor_parallel_size must be a positive integer, got {tp!r}")
+    if num_kv_heads % tp and tp % num_kv_heads:
+        raise ValueError(f"num_key_value_heads={num_kv_heads} and tensor_parallel_size={tp}: "
+                         "one must divide the other")
+    return max(1, num_kv_heads // tp)
+
 
 def full(num_kv_heads: int, head_size: int, dtype: str = "bfloat16", model: str = "main") -> LayerSpec:
     return LayerSpec("full", dtype, num_kv_heads, head_size, model=model)
@@ -180,3 +211,9 @@ class ModelShape:
             raise ValueError(f"model {self.name!r} has no layers")
         if self.max_context <= 0:
             raise ValueError(f"model {self.name!r}: max_context must be > 0")
+
+    def per_rank(self, tp: int) -> "ModelShape":
+        """The shape one of `tp` tensor-parallel ranks plans its pool by:
+        every layer's `LayerSpec.per_rank(tp)`.  weights_bytes and
+        active_params stay model-wide (the cost model divides them by tp)."""
+        return self if tp == 1 else replace(self, layers=tuple(s.per_rank(tp) for s in self.layers))

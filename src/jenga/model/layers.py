@@ -4,7 +4,9 @@ Parameter names follow the Hugging Face checkpoints (`weight`, `gate_proj`,
 `router`, `experts.gate_up_proj`, ...) so loading is a name lookup.  Modules
 are built on the meta device and filled by `load_weights`; nothing here
 initialises weights.  RoPE frequencies are computed in fp32 on the CPU from
-the config's `rope_parameters` (default, linear, llama3, yarn).
+the config's `rope_parameters` (default, linear, llama3, yarn).  The MLP
+and the MoE take a tensor-parallel shard (model/parallel.py): the
+intermediate columns are split, the output summed with one all-reduce.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .parallel import NO_TP, ColumnParallelLinear, RowParallelLinear, TPShard
 
 ACTIVATIONS = {
     "silu": F.silu,
@@ -129,13 +133,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class GatedMLP(nn.Module):
-    """down(act(gate(x)) * up(x))."""
+    """down(act(gate(x)) * up(x)); gate and up column-parallel, down
+    row-parallel (one all-reduce) under a shard."""
 
-    def __init__(self, hidden: int, inter: int, act: str, bias: bool = False) -> None:
+    def __init__(self, hidden: int, inter: int, act: str, bias: bool = False, shard: TPShard = NO_TP) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, inter, bias=bias)
-        self.up_proj = nn.Linear(hidden, inter, bias=bias)
-        self.down_proj = nn.Linear(inter, hidden, bias=bias)
+        cols = shard.split(inter, "intermediate_size")
+        self.gate_proj = ColumnParallelLinear(hidden, cols, bias, inter)
+        self.up_proj = ColumnParallelLinear(hidden, cols, bias, inter)
+        self.down_proj = RowParallelLinear(cols, hidden, bias, inter, shard)
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,31 +159,43 @@ class Router(nn.Module):
 
 class Experts(nn.Module):
     """gpt-oss experts: fused gate/up [E, H, 2I] with gate and up interleaved
-    (even / odd columns), clamped SwiGLU `(up + 1) * gate * sigmoid(alpha * gate)`."""
+    (even / odd columns), clamped SwiGLU `(up + 1) * gate * sigmoid(alpha * gate)`.
+    Under a shard every expert keeps its intermediate columns [s, e) (the
+    interleaved gate/up columns [2s, 2e)); the partial outputs are summed
+    by the MoE, so only rank 0 adds the down bias."""
 
-    def __init__(self, hidden: int, inter: int, num_experts: int, alpha: float, limit: float) -> None:
+    def __init__(self, hidden: int, inter: int, num_experts: int, alpha: float, limit: float,
+                 shard: TPShard = NO_TP) -> None:
         super().__init__()
-        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, hidden, 2 * inter), requires_grad=False)
-        self.gate_up_proj_bias = nn.Parameter(torch.empty(num_experts, 2 * inter), requires_grad=False)
-        self.down_proj = nn.Parameter(torch.empty(num_experts, inter, hidden), requires_grad=False)
+        s, e = shard.split(inter, "intermediate_size")
+        self.gate_up_proj = nn.Parameter(torch.empty(num_experts, hidden, 2 * (e - s)), requires_grad=False)
+        self.gate_up_proj_bias = nn.Parameter(torch.empty(num_experts, 2 * (e - s)), requires_grad=False)
+        self.down_proj = nn.Parameter(torch.empty(num_experts, e - s, hidden), requires_grad=False)
         self.down_proj_bias = nn.Parameter(torch.empty(num_experts, hidden), requires_grad=False)
         self.alpha, self.limit = alpha, limit
+        self.adds_bias = shard.driver
+        self.shard_slices = {} if shard.size == 1 else {
+            "gate_up_proj": (2, 2 * s, 2 * e), "gate_up_proj_bias": (1, 2 * s, 2 * e), "down_proj": (1, s, e)}
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         h = x @ self.gate_up_proj[e] + self.gate_up_proj_bias[e]
         gate = h[..., ::2].clamp(max=self.limit)
         up = h[..., 1::2].clamp(-self.limit, self.limit)
-        return ((up + 1) * gate * torch.sigmoid(gate * self.alpha)) @ self.down_proj[e] + self.down_proj_bias[e]
+        y = ((up + 1) * gate * torch.sigmoid(gate * self.alpha)) @ self.down_proj[e]
+        return y + self.down_proj_bias[e] if self.adds_bias else y
 
 
 class MoE(nn.Module):
-    """Top-k routed experts; the k chosen logits are softmaxed into weights."""
+    """Top-k routed experts; the k chosen logits are softmaxed into weights.
+    The router is replicated (every rank routes alike); each rank runs its
+    share of every chosen expert and one all-reduce sums them."""
 
-    def __init__(self, hidden: int, inter: int, num_experts: int, top_k: int, alpha: float, limit: float) -> None:
+    def __init__(self, hidden: int, inter: int, num_experts: int, top_k: int, alpha: float, limit: float,
+                 shard: TPShard = NO_TP) -> None:
         super().__init__()
         self.router = Router(hidden, num_experts)
-        self.experts = Experts(hidden, inter, num_experts, alpha, limit)
-        self.top_k = top_k
+        self.experts = Experts(hidden, inter, num_experts, alpha, limit, shard)
+        self.top_k, self.shard = top_k, shard
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = F.linear(x, self.router.weight, self.router.bias)
@@ -188,4 +206,4 @@ class MoE(nn.Module):
             tok, slot = torch.where(top_idx == e)
             y = self.experts.expert(e, x[tok]) * weights[tok, slot, None]
             out.index_add_(0, tok, y.to(x.dtype))
-        return out
+        return self.shard.all_reduce(out)

@@ -4,8 +4,10 @@ A folder holds `config.json` and either `model.safetensors` or shards
 `model-0000x-of-0000y.safetensors` listed in `model.safetensors.index.json`.
 Tensors stream one at a time from the safetensors files into the model
 (which was built on the meta device), cast to fp32 on CPU or bf16 on CUDA
-unless a dtype is given; tied embeddings are shared, not copied.  Nothing is
-downloaded: the folder must exist locally.
+unless a dtype is given; tied embeddings are shared, not copied.  A
+tensor-parallel rank (model/parallel.py) reads only its range of each
+sharded tensor, and skips what it does not hold.  Nothing is downloaded: the
+folder must exist locally.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .families import DecoderLM, model_class
+from .parallel import NO_TP, TPShard, read_slice
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -45,13 +48,18 @@ def weight_files(path: str | Path) -> list[Path]:
     raise ValueError(f"no {SINGLE} or {INDEX} in {path}")
 
 
-def iter_weights(path: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor of every weight file, lazily."""
+def iter_weights(path: str | Path, model: DecoderLM | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of every weight file, lazily.  With
+    a `model`, only the tensors it keeps, and of each only the range its
+    tensor-parallel rank holds (`model.weight_slice`)."""
     from safetensors import safe_open
     for f in weight_files(path):
         with safe_open(str(f), framework="pt") as sf:
             for name in sf.keys():
-                yield name, sf.get_tensor(name)
+                if model is None:
+                    yield name, sf.get_tensor(name)
+                elif model.map_name(name) is not None:
+                    yield name, read_slice(sf, name, model.weight_slice(name))
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -60,13 +68,21 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",
-               dtype: torch.dtype | None = None) -> DecoderLM:
+               dtype: torch.dtype | None = None, shard: TPShard = NO_TP) -> DecoderLM:
     """Build the family named by config.json's model_type and load its
-    weights.  Raises ValueError on a missing file, an unsupported
-    model_type, or weights that do not match the model."""
+    weights (with a shard of size > 1, this rank's share of them).  Raises
+    ValueError on a missing file, an unsupported model_type, a family that
+    cannot be sharded, or weights that do not match the model."""
     device = torch.device(device)
     cfg = read_config(path)
     cls = model_class(cfg.get("model_type", ""))
-    model = cls(cfg, dtype=dtype or default_dtype(device), device=device)
-    model.load_weights(iter_weights(path))
+    if shard.size == 1:
+        model = cls(cfg, dtype=dtype or default_dtype(device), device=device)
+        model.load_weights(iter_weights(path))
+        return model.eval()
+    if not cls.tensor_parallel:
+        raise ValueError(f"tensor_parallel_size={shard.size}: {cls.__name__} ({cfg.get('model_type')}) "
+                         "is not sharded yet; see docs/parallel.md for the families that are")
+    model = cls(cfg, dtype=dtype or default_dtype(device), device=device, shard=shard)
+    model.load_weights(iter_weights(path, model))
     return model.eval()

@@ -100,8 +100,11 @@ def serve_main(args: argparse.Namespace) -> int:
     log.info("serving %s as %r on http://%s:%d/v1 (max_model_len %d)", engine.model_path,
              server_config.served_model_name, args.host, args.port, engine.max_model_len)
     app = build_app(engine, server_config)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=args.drain_timeout)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                    timeout_graceful_shutdown=args.drain_timeout)
+    finally:
+        engine.close()   # tensor-parallel workers end with the server
     return 0
 
 

@@ -23,6 +23,8 @@ from ..attention import paged_attention
 from ..attn_metadata import AttnMetadata, GroupAttnMetadata
 from ..kv_pool import KVPool
 from ..layers import GatedMLP, RMSNorm, Rope, apply_rope
+from ...memory.spec import kv_heads_per_rank
+from ..parallel import NO_TP, ColumnParallelLinear, RowParallelLinear, Slice, TPShard, head_ranges, narrow
 
 
 @dataclass(frozen=True)
@@ -129,18 +131,22 @@ def common_arch(cfg, **kw) -> Arch:
 
 
 class Attention(nn.Module):
-    """Self-attention of layer `idx` over the paged pool."""
+    """Self-attention of layer `idx` over the paged pool: this rank's query
+    heads and KV heads (model/parallel.py: head_ranges), o_proj summed over
+    the ranks."""
 
-    def __init__(self, a: Arch, idx: int) -> None:
+    def __init__(self, a: Arch, idx: int, shard: TPShard = NO_TP) -> None:
         super().__init__()
         D = a.head_dim
-        self.q_proj = nn.Linear(a.hidden_size, a.num_heads * D, bias=a.qkv_bias)
-        self.k_proj = nn.Linear(a.hidden_size, a.num_kv_heads * D, bias=a.qkv_bias)
-        self.v_proj = nn.Linear(a.hidden_size, a.num_kv_heads * D, bias=a.qkv_bias)
-        self.o_proj = nn.Linear(a.num_heads * D, a.hidden_size, bias=a.o_bias)
+        (q0, q1), (k0, k1) = head_ranges(a.num_heads, a.num_kv_heads, shard)
+        self.q_proj = ColumnParallelLinear(a.hidden_size, (q0 * D, q1 * D), a.qkv_bias, a.num_heads * D)
+        self.k_proj = ColumnParallelLinear(a.hidden_size, (k0 * D, k1 * D), a.qkv_bias, a.num_kv_heads * D)
+        self.v_proj = ColumnParallelLinear(a.hidden_size, (k0 * D, k1 * D), a.qkv_bias, a.num_kv_heads * D)
+        self.o_proj = RowParallelLinear((q0 * D, q1 * D), a.hidden_size, a.o_bias, a.num_heads * D, shard)
         self.q_norm = RMSNorm(D, a.rms_eps, a.norm_offset) if a.qk_norm else None
         self.k_norm = RMSNorm(D, a.rms_eps, a.norm_offset) if a.qk_norm else None
-        self.sinks = nn.Parameter(torch.empty(a.num_heads), requires_grad=False) if a.sinks else None
+        self.sinks = nn.Parameter(torch.empty(q1 - q0), requires_grad=False) if a.sinks else None
+        self.shard_slices: dict[str, Slice] = {"sinks": (0, q0, q1)} if shard.size > 1 else {}
         self.head_dim, self.scale, self.softcap = D, a.scale, a.attn_softcap
         self.window, self.chunk = a.windows[idx], a.chunks[idx]
 
@@ -159,11 +165,12 @@ class Attention(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm attention + MLP block; `attn` defaults to `Attention(a, idx)`."""
+    """Pre-norm attention + MLP block; `attn` defaults to `Attention(a, idx, shard)`."""
 
-    def __init__(self, a: Arch, idx: int, mlp: nn.Module, attn: nn.Module | None = None) -> None:
+    def __init__(self, a: Arch, idx: int, mlp: nn.Module, attn: nn.Module | None = None,
+                 shard: TPShard = NO_TP) -> None:
         super().__init__()
-        self.self_attn = attn if attn is not None else Attention(a, idx)
+        self.self_attn = attn if attn is not None else Attention(a, idx, shard)
         self.mlp = mlp
         self.input_layernorm = RMSNorm(a.hidden_size, a.rms_eps, a.norm_offset)
         self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_eps, a.norm_offset)
@@ -188,25 +195,34 @@ class DecoderLM(nn.Module):
     Subclasses set `model_types` and implement `arch_from_config`; they
     override `make_mlp` (or `make_layer`, for a per-layer attention or MLP)
     or `map_name` where their checkpoints differ.
+    shard: this copy's tensor-parallel rank (model/parallel.py); embeddings
+    are replicated, attention and MLP sharded, and only rank 0 has the LM
+    head (it alone samples).  `tensor_parallel` says whether a family
+    takes a shard of size > 1.
     """
 
     model_types: tuple[str, ...] = ()
+    tensor_parallel = True
 
     @classmethod
     def arch_from_config(cls, cfg) -> Arch:
         raise NotImplementedError
 
-    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 shard: TPShard = NO_TP) -> None:
         super().__init__()
+        if shard.size > 1 and not self.tensor_parallel:
+            raise ValueError(f"{type(self).__name__} does not support tensor_parallel_size > 1 yet")
         self.config = hf_config(config)
         a = self.arch = self.arch_from_config(self.config)
-        self.dtype, self.device = dtype, torch.device(device)
+        self.dtype, self.device, self.shard = dtype, torch.device(device), shard
         with torch.device("meta"):
             self.model = nn.Module()
             self.model.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size)
             self.model.layers = nn.ModuleList(self.make_layer(a, i) for i in range(a.num_layers))
             self.model.norm = RMSNorm(a.hidden_size, a.rms_eps, a.norm_offset)
-            self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False)
+            # ranks other than 0 never compute logits (rank 0 samples)
+            self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False) if shard.driver else None
         self.requires_grad_(False)
         keys = sorted(set(a.ropes), key=str)
         self._ropes = [Rope(a.head_dim, dict(k), a.max_position) for k in keys]
@@ -214,10 +230,10 @@ class DecoderLM(nn.Module):
 
     def make_layer(self, a: Arch, idx: int) -> nn.Module:
         """Decoder layer `idx` (built on the meta device)."""
-        return DecoderLayer(a, idx, self.make_mlp(a))
+        return DecoderLayer(a, idx, self.make_mlp(a), shard=self.shard)
 
     def make_mlp(self, a: Arch) -> nn.Module:
-        return GatedMLP(a.hidden_size, a.intermediate_size, a.act, a.mlp_bias)
+        return GatedMLP(a.hidden_size, a.intermediate_size, a.act, a.mlp_bias, self.shard)
 
     @property
     def attn_layers(self) -> tuple[int, ...]:
@@ -225,9 +241,10 @@ class DecoderLM(nn.Module):
         return tuple(range(self.arch.num_layers))
 
     def layer_kv_shapes(self) -> dict[int, tuple[int, int, int, int]]:
-        """Per attention layer: (num_kv_heads, head_dim, window, chunk)."""
+        """Per attention layer: (num_kv_heads this rank stores, head_dim, window, chunk)."""
         a = self.arch
-        return {i: (a.num_kv_heads, a.head_dim, a.windows[i], a.chunks[i]) for i in self.attn_layers}
+        heads = kv_heads_per_rank(a.num_kv_heads, self.shard.size)
+        return {i: (heads, a.head_dim, a.windows[i], a.chunks[i]) for i in self.attn_layers}
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn_metadata: AttnMetadata,
                 kv_pool: KVPool, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -239,7 +256,9 @@ class DecoderLM(nn.Module):
     def decode(self, h: torch.Tensor, positions: torch.Tensor, attn_metadata: AttnMetadata,
                kv_pool: KVPool, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The decoder from input embeddings h [T, hidden] on: embedding
-        scale, layers, final norm, lm head (and soft-cap); as forward."""
+        scale, layers, final norm, lm head (and soft-cap); as forward.  A
+        tensor-parallel rank other than 0 has no LM head and returns the
+        selected rows' hidden states instead (nobody reads them)."""
         if self.arch.embed_scale != 1.0:
             # HF casts the scale to the weight dtype first (sqrt(3072) -> 55.5 in bf16)
             h = h * torch.tensor(self.arch.embed_scale, dtype=h.dtype)
@@ -249,6 +268,8 @@ class DecoderLM(nn.Module):
                       attn_metadata.backend)
         if rows is not None:
             h = h[rows]
+        if self.lm_head is None:
+            return h
         logits = self.lm_head(self.model.norm(h))
         if self.arch.final_softcap:
             logits = torch.tanh(logits / self.arch.final_softcap) * self.arch.final_softcap
@@ -257,32 +278,51 @@ class DecoderLM(nn.Module):
     # -- weights ---------------------------------------------------------
     def map_name(self, name: str) -> str | None:
         """Checkpoint name -> parameter name; None to skip the tensor."""
-        if name.endswith("rotary_emb.inv_freq") or (self.arch.tie_embeddings and name == "lm_head.weight"):
+        if name.endswith("rotary_emb.inv_freq") or name == "lm_head.weight" and \
+                (self.arch.tie_embeddings or self.lm_head is None):
             return None
         return name
+
+    def _param_slot(self, target: str):
+        """(module, attribute) of parameter `target`, module None if absent."""
+        mod_name, _, attr = target.rpartition(".")
+        try:
+            return self.get_submodule(mod_name), attr
+        except AttributeError:
+            return None, attr
+
+    def weight_slice(self, name: str) -> Slice | None:
+        """The (dim, start, stop) range of checkpoint tensor `name` that
+        this rank holds; None for the whole tensor."""
+        target = self.map_name(name)
+        if target is None:
+            return None
+        mod, attr = self._param_slot(target)
+        return getattr(mod, "shard_slices", {}).get(attr)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Fill every parameter from (name, tensor) pairs, cast to the
         model's dtype and device; ties lm_head to the embedding when the
-        config says so.  Raises ValueError on an unknown name, a shape
-        mismatch, or parameters left unloaded."""
+        config says so.  A tensor-parallel rank takes its range of a full
+        tensor (or the range itself, as the loader reads it).  Raises
+        ValueError on an unknown name, a shape mismatch, or parameters left
+        unloaded."""
         for name, tensor in weights:
             target = self.map_name(name)
             if target is None:
                 continue
-            mod_name, _, attr = target.rpartition(".")
-            try:
-                mod = self.get_submodule(mod_name)
-            except AttributeError:
-                mod = None
+            mod, attr = self._param_slot(target)
             old = getattr(mod, "_parameters", {}).get(attr)
             if old is None:
                 raise ValueError(f"unexpected weight {name!r} in checkpoint")
+            where = getattr(mod, "shard_slices", {}).get(attr)
+            if where is not None and old.shape != tensor.shape:
+                tensor = narrow(tensor, where)
             if old.shape != tensor.shape:
                 raise ValueError(f"weight {name!r}: checkpoint shape {tuple(tensor.shape)}, "
                                  f"model expects {tuple(old.shape)}")
             mod._parameters[attr] = nn.Parameter(tensor.to(self.device, self.dtype), requires_grad=False)
-        if self.arch.tie_embeddings:
+        if self.arch.tie_embeddings and self.lm_head is not None:
             self.lm_head.weight = self.model.embed_tokens.weight
         missing = [n for n, p in self.named_parameters() if p.is_meta]
         if missing:

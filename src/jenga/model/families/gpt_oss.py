@@ -25,4 +25,5 @@ class GptOssForCausalLM(DecoderLM):
                            swiglu_limit=cfg.swiglu_limit)
 
     def make_mlp(self, a: Arch) -> nn.Module:
-        return MoE(a.hidden_size, a.intermediate_size, a.num_experts, a.top_k, a.swiglu_alpha, a.swiglu_limit)
+        return MoE(a.hidden_size, a.intermediate_size, a.num_experts, a.top_k, a.swiglu_alpha, a.swiglu_limit,
+                   self.shard)

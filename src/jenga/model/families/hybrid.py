@@ -28,6 +28,7 @@ from ..attn_metadata import AttnMetadata
 from ..kv_pool import KVPool
 from ..layers import RMSNorm, Rope, apply_rope
 from ..mamba_ops import causal_conv1d, conv_state_after
+from ..parallel import NO_TP
 from ..state_metadata import GroupStateMetadata, StateBatch, StateMetadata
 from .base import Arch, DecoderLM, hf_config
 
@@ -146,6 +147,8 @@ class HybridLM(DecoderLM):
     `rotary(cfg)` ((rope_parameters, rotary_dim) or None).
     """
 
+    tensor_parallel = False   # Mamba mixers are not sharded yet (docs/parallel.md)
+
     @classmethod
     def arch_from_config(cls, cfg) -> Arch:
         return hybrid_arch(cfg)
@@ -154,7 +157,7 @@ class HybridLM(DecoderLM):
         nn.Module.__init__(self)
         cfg = self.config = hf_config(decode_special_floats(config) if isinstance(config, dict) else config)
         a = self.arch = self.arch_from_config(cfg)
-        self.dtype, self.device = dtype, torch.device(device)
+        self.dtype, self.device, self.shard = dtype, torch.device(device), NO_TP
         attends = tuple(self.is_attention(cfg))
         if len(attends) != a.num_layers:
             raise ValueError(f"is_attention gave {len(attends)} entries for {a.num_layers} layers")

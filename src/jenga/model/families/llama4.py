@@ -125,6 +125,7 @@ def text_config(cfg):
 
 class Llama4ForCausalLM(DecoderLM):
     model_types = ("llama4_text", "llama4")
+    tensor_parallel = False   # its attention and MoE are not sharded yet (docs/parallel.md)
 
     def __init__(self, config, *args, **kwargs) -> None:
         super().__init__(text_config(config), *args, **kwargs)

@@ -26,6 +26,7 @@ from ..image_processing import clip_pixels, pixel_hash, processor_settings
 from ..kv_pool import KVPool
 from ..layers import activation
 from ..multimodal import ImageInput, ImageStore, encoder_runs, image_slots, require_pages
+from ..parallel import NO_TP, TPShard
 from .base import Arch, DecoderLM, hf_config
 from .clip import VisionTower
 
@@ -68,12 +69,13 @@ class LlavaForConditionalGeneration(DecoderLM):
     expands_image_tokens = True           # the prompt holds num_tokens placeholders per image
     prefix_depends_on_images = False
 
-    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 shard: TPShard = NO_TP) -> None:
         full = hf_config(config)
         text = full.text_config
         if full.tie_word_embeddings:
             text.tie_word_embeddings = True
-        super().__init__(text, dtype, device)
+        super().__init__(text, dtype, device, shard)   # the decoder sharded, the vision tower replicated
         self.vlm_config, vc = full, full.vision_config
         self.image_token_id = full.image_token_id
         self.feature_layers = full.vision_feature_layer

@@ -83,6 +83,7 @@ class MllamaForConditionalGeneration(DecoderLM):
     accepts_images = True
     expands_image_tokens = False          # one <|image|> token per image in the prompt
     prefix_depends_on_images = True
+    tensor_parallel = False   # cross-attention is not sharded yet (docs/parallel.md)
 
     def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
         full = hf_config(config)
