@@ -81,6 +81,9 @@ def graph_config(model, device: torch.device, *, enforce_eager: bool, max_num_se
 def unsupported_reason(model) -> str | None:
     """Why `model`'s decode step cannot be captured, or None when it can."""
     from .layers import MoE
+    shard = getattr(model, "shard", None)
+    if shard is not None and shard.size > 1:
+        return "tensor parallelism (every rank would have to capture and replay in step)"
     if getattr(model, "state_layers", ()):
         return "recurrent state layers (their state pages have no padding slot)"
     if getattr(model, "accepts_images", False):
