@@ -19,13 +19,26 @@ ratio 2 would become 62 groups of 128 KiB pages instead of 6 groups of
 6.5 MiB), and every group costs the manager a page table and a partly
 filled large page per request.  Every combination of the first two levers
 is searched exactly: a feasible large page is `size * t` for some option's
-small page `size` and t <= ratio, and all such values are tried.  Padding
-is tried only when no unpadded combination fits; it pads to divisors of
-candidate large pages of the form 2^a * r (r an odd divisor of 315 =
-3^2*5*7, whose divisors are dense enough to keep padding below about 10%
-with one-layer sub-groups) or of an unpadded small page times a power of
-two.  One-layer sub-groups padded to powers of two always fit (ratio 1), so
-`fit` never fails.  Pure integer arithmetic.
+small page `size` and t <= ratio, and all such values are tried.
+
+Padded search, only when no unpadded combination fits.  Every layout has an
+*anchor*: a group whose small page s is at least large/ratio, so the large
+page is n * s with n <= ratio.  The search pops anchor pages (every group,
+every split, s = its small page padded to the next multiple of its
+alignment, then +1 quantum, ...) in increasing order of their padding, and
+for each n <= ratio completes the layout: every other group takes the
+least-padding divisor of n * s it can use.  The worst padding of any layout
+is at least its anchor's, so once the popped anchor pads more than the best
+layout found (or the best equals the padding alignment alone forces), no
+better layout exists: the answer is exact, and the plan's notes say how
+many large pages were tried.  A warm start (smooth large pages 2^a * r, r |
+315, where one-layer power-of-two pages always fit, so `fit` never fails)
+makes that happen early; a search that would try more than
+`_SEARCH_BUDGET` large pages stops there with the best so far and says so.
+Padding keeps the preferred page_tokens: at a given large page a doubled
+page pads by the same fraction, so doubling would only buy a larger large
+page, which is what the ratio bounds.  Pure integer arithmetic (the
+padding fraction compared as a float).
 """
 
 from __future__ import annotations
@@ -33,9 +46,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from heapq import heappop, heappush
 from math import lcm
 
 _SMOOTH_ODD = (1, 3, 5, 7, 9, 15, 21, 35, 45, 63, 105, 315)
+# anchor pages the exact padded search may try before it settles for the best so far
+_SEARCH_BUDGET = 20_000
 
 
 @dataclass(frozen=True)
@@ -87,26 +103,37 @@ class _Option:
         return self.layer_bytes * self.sub_layers
 
 
-def fit(needs: Sequence[Need], ratio: int, allow_padding: bool = True) -> tuple[list[Sizing], int]:
-    """Sizings (one per need, in order) and the large page bytes, with the
-    large page <= ratio * the largest small page (see module doc).  With
-    allow_padding False only page_tokens and splits are used; callers must
-    then offer options that can fit (a common floor always does).
-    Raises ValueError for ratio < 1."""
+@dataclass(frozen=True)
+class Layout:
+    """What `fit` chose: one Sizing per need (in order), the large page
+    bytes, and a line on how the search went (empty when the natural LCM
+    already fit)."""
+
+    sizings: list[Sizing]
+    large: int
+    note: str = ""
+
+
+def fit(needs: Sequence[Need], ratio: int, allow_padding: bool = True) -> Layout:
+    """The layout with the large page <= ratio * the largest small page
+    (see module doc).  With allow_padding False only page_tokens and splits
+    are used; callers must then offer options that can fit (a common floor
+    always does).  Raises ValueError for ratio < 1."""
     if ratio < 1:
         raise ValueError(f"max_lcm_ratio must be >= 1, got {ratio}")
     options = [_options(n) for n in needs]
     base = [opts[0] for opts in options]
     large = lcm(*(o.size for o in base))
     if large <= ratio * max(o.size for o in base):
-        return [_sizing(o, o.layer_bytes) for o in base], large
+        return Layout([_sizing(o, o.layer_bytes) for o in base], large)
     found = _exact(options, ratio)
     if found is None and allow_padding:
         return _padded(needs, options, ratio)
     if found is None:
         raise RuntimeError("no unpadded page layout fits the LCM bound and padding is off")
     chosen, large = found
-    return [_sizing(o, o.layer_bytes) for o in chosen], large
+    return Layout([_sizing(o, o.layer_bytes) for o in chosen], large,
+                  f"unpadded search: {len(chosen)} groups fit without padding at large page {large} B")
 
 
 def _sizing(o: _Option, layer_bytes: int) -> Sizing:
@@ -172,65 +199,135 @@ def _cheapest_bounded(per_group: list[list[_Option]], large: int, ratio: int) ->
     return best
 
 
-def _padded(needs: Sequence[Need], options: list[list[_Option]], ratio: int) -> tuple[list[Sizing], int]:
-    """Best padded layout over the candidate large pages (module doc)."""
-    # only the preferred page_tokens: doubling a page does not change how much of it padding takes
-    opts = [[o for o in group if o.pt == group[0].pt] for group in options]
-    best_key, best = None, None
-    for large in _pad_candidates(opts, ratio):
-        picked = []
-        for need, group in zip(needs, opts):
-            choice = _best_padding(need, group, large, best_key[0] if best_key else 2.0)
-            if choice is None:
-                break
-            picked.append(choice)
-        else:
-            if max(lb * o.sub_layers for _, o, lb in picked) * ratio < large:
+def _padded(needs: Sequence[Need], options: list[list[_Option]], ratio: int) -> Layout:
+    """The least-waste padded layout under the bound (module doc, "Padded
+    search"): a warm start from smooth large pages, then every anchor page
+    in order of its padding until no better layout can exist."""
+    # page_tokens stays preferred: a larger page pads by the same fraction at
+    # the same large page, and only buys a larger large page
+    table = [[(o.size, o.sub_layers * need.align, o.cost, o) for o in group if o.pt == group[0].pt]
+             for need, group in zip(needs, options)]
+    search = _Search(table)
+    best = _warm_start(search, ratio)
+    heap = []
+    for g, group in enumerate(table):
+        for size, q, cost, o in group:
+            s = -(-size // q) * q
+            heappush(heap, (1.0 - size / s, cost, g, s, q, o))
+    # no layout pads less than its worst group must to keep its typed views aligned
+    floor = max(min(frac for frac, _, g2, *_ in heap if g2 == g) for g in range(len(table)))
+    exact, tried = True, 0
+    while heap and best.key[0] > floor:
+        frac, cost, g, s, q, o = heappop(heap)
+        if frac > best.key[0]:
+            break
+        if tried >= _SEARCH_BUDGET:
+            exact = False
+            break
+        heappush(heap, (1.0 - o.size / (s + q), cost, g, s + q, q, o))
+        for n in range(1, ratio + 1):
+            tried += 1
+            best = search.complete(g, o, s, n * s, best)
+    how = "exact" if exact else f"stopped after {_SEARCH_BUDGET} candidates"
+    note = (f"padded search ({how}): {tried} large-page candidates tried, least worst padding "
+            f"{100 * best.key[0]:.2f}% at large page {best.large} B")
+    return Layout(best.sizings, best.large, note)
+
+
+@dataclass(frozen=True)
+class _Found:
+    key: tuple[float, int, int]          # (worst padding fraction, changes, large page)
+    sizings: list[Sizing]
+    large: int
+
+
+_LOOSE = _Found((1.0, 1 << 62, 1 << 62), [], 0)
+
+
+class _Search:
+    """Completes a layout around one anchor group.  Groups are tried in
+    the order of their last failure (the hardest first), so most candidate
+    large pages are rejected after one group."""
+
+    def __init__(self, table: list[list[tuple[int, int, int, _Option]]]) -> None:
+        self.table = table
+        self.order = list(range(len(table)))
+
+    def complete(self, anchor: int, ao: _Option, a_small: int, large: int, best: _Found) -> _Found:
+        """`best`, or a better layout in which `anchor` takes option `ao`
+        with small page `a_small` (which divides `large` and keeps it within
+        the ratio) and every other group its least-padding option."""
+        limit = best.key[0]
+        worst, cost = 1.0 - ao.size / a_small, ao.cost
+        picks = {anchor: (ao, a_small)}
+        for i, g in enumerate(self.order):
+            if g == anchor:
                 continue
-            key = (max(f for f, _, _ in picked), sum(o.cost for _, o, _ in picked), large)
-            if best_key is None or key < best_key:
-                best_key, best = key, [_sizing(o, lb) for _, o, lb in picked]
-    assert best is not None, "one-layer power-of-two pages always fit"
-    return best, best_key[2]
+            choice = None
+            for size, q, c, o in self.table[g]:
+                small = _smallest_small(large, size, q, limit)
+                if small is not None:
+                    k = (1.0 - size / small, c)
+                    if choice is None or k < choice[0]:
+                        choice = (k, o, small)
+            if choice is None or choice[0][0] > limit:
+                self.order.insert(0, self.order.pop(i))
+                return best
+            worst, cost = max(worst, choice[0][0]), cost + choice[0][1]
+            picks[g] = (choice[1], choice[2])
+        key = (worst, cost, large)
+        if key >= best.key:
+            return best
+        sizings = [_sizing(o, small // o.sub_layers) for o, small in (picks[g] for g in range(len(self.table)))]
+        return _Found(key, sizings, large)
 
 
-def _pad_candidates(opts: list[list[_Option]], ratio: int) -> list[int]:
-    lo = max(min(o.size for o in group) for group in opts)
+def _smallest_small(large: int, size: int, quantum: int, limit: float) -> int | None:
+    """The smallest divisor of `large` that is a multiple of `quantum`, at
+    least `size` and pads it by at most `limit`, or None."""
+    if large % quantum:
+        return None
+    hi = int(size / (1.0 - limit)) if limit < 1.0 else large
+    lo_n, hi_n = -(-large // min(hi, large)), large // size
+    if hi_n - lo_n > 256:                # wide window: walk the divisors instead
+        e = _smallest_divisor_at_least(large // quantum, -(-size // quantum))
+        return None if e is None or e * quantum > hi else e * quantum
+    for n in range(hi_n, lo_n - 1, -1):  # largest count first = smallest page
+        if large % n == 0 and (large // n) % quantum == 0:
+            return large // n
+    return None
+
+
+def _warm_start(search: _Search, ratio: int) -> _Found:
+    """A good first layout, so the exact search prunes early: every option
+    padded to a power of two (always fits: one-layer pages of powers of two
+    divide each other), and smooth large pages 2^a * r (r | 315)."""
+    best = _LOOSE
+    for large in _smooth_candidates(search.table, ratio):
+        for g, group in enumerate(search.table):
+            for size, q, _, o in group:
+                a_small = _smallest_small(large, size, q, 1.0)
+                if a_small is not None and a_small * ratio >= large:
+                    best = search.complete(g, o, a_small, large, best)
+    assert best is not _LOOSE, "one-layer power-of-two pages always fit"
+    return best
+
+
+def _smooth_candidates(table: list[list[tuple[int, int, int, _Option]]], ratio: int) -> list[int]:
+    lo = max(min(row[0] for row in group) for group in table)
     # a padded page stays under twice its size (the power-of-two fallback), so larger pages cannot fit
-    hi = 2 * ratio * max(o.size for group in opts for o in group)
+    hi = 2 * ratio * max(row[0] for group in table for row in group)
     out = set()
     for r in _SMOOTH_ODD:
         x = r * _pow2_at_least(-(-lo // r))
         while x <= hi and len(out) < 4096:
             out.add(x)
             x *= 2
-    for group in opts:
-        for o in group:
-            out.update(o.size << j for j in range(ratio.bit_length()))
     return sorted(out)
 
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
-
-
-def _best_padding(need: Need, group: Iterable[_Option], large: int,
-                  limit: float) -> tuple[float, _Option, int] | None:
-    """(padding fraction, option, padded layer page) with the least padding
-    whose small page divides `large`, or None when none is within `limit`."""
-    best = None
-    for o in group:
-        quantum = o.sub_layers * need.align
-        if large % quantum:
-            continue
-        e = _smallest_divisor_at_least(large // quantum, -(-o.size // quantum))
-        if e is None:
-            continue
-        small = e * quantum
-        frac = 1.0 - (o.useful * o.sub_layers) / small
-        if frac <= limit and (best is None or (frac, o.cost) < (best[0], best[1].cost)):
-            best = (frac, o, small // o.sub_layers)
-    return best
 
 
 def _smallest_divisor_at_least(n: int, x: int) -> int | None:

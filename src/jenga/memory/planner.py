@@ -83,9 +83,12 @@ def build_plan(shape_or_specs: ModelShape | Sequence[LayerSpec], budget_bytes: i
         needs, notes = _uniform_needs(units, page_tokens)
     else:
         needs, notes = _jenga_needs(units, page_tokens), []
-    sizings, large = fit(needs, max_lcm_ratio, allow_padding=allocator in ("jenga", "static"))
+    layout = fit(needs, max_lcm_ratio, allow_padding=allocator in ("jenga", "static"))
+    sizings, large = layout.sizings, layout.large
     groups = _groups(units, sizings, large, holds_encoder=allocator == "max-page")
     notes += _sizing_notes(units, needs, sizings, groups, large)
+    if layout.note:
+        notes.append(layout.note)
     num_large = budget_bytes // large
     if num_large == 0:
         raise ValueError(f"budget_bytes={budget_bytes} is too small for one large page of {large} bytes")
