@@ -32,6 +32,7 @@ from .usage import MemoryUsage
 
 NOTHING = StepActions()
 INF = float("inf")
+MAX_SHARED = 4   # shared-prefix branch points kept per request
 
 
 class MemoryManager:
@@ -183,6 +184,26 @@ class MemoryManager:
         them); None when prefix caching is off or some group never hits."""
         steps = [p.hit_step() for p in self.policies] if self.caching else [None]
         return None if None in steps else lcm(*steps)
+
+    def shared_prefix_step(self) -> int | None:
+        """Shared prefixes are rounded down to multiples of this many tokens
+        before `share_prefix`, where every group can serve a hit once one
+        request has computed them (a recurrent group saves a state at a
+        branch point it is told of); None when nothing can be served."""
+        steps = [p.branch_step() for p in self.policies] if self.caching else [None]
+        return None if None in steps else lcm(*steps)
+
+    def share_prefix(self, req_id: str, length: int) -> None:
+        """The request's first `length` tokens (a multiple of
+        `shared_prefix_step`) are also another live request's: keep there
+        what a hit needs (a recurrent state, the sliding windows before it)
+        when this request computes it first.  At most `MAX_SHARED` such
+        points are kept, the longest."""
+        r = self.reqs[req_id]
+        if length <= 0 or length in r.shared or not self.caching:
+            return
+        r.shared = tuple(sorted(r.shared + (length,))[-MAX_SHARED:])
+        self._refresh(r, False)
 
     def _agree(self, r: ReqMem, length: int, policies) -> int:
         """Largest length <= `length` valid for every policy given."""

@@ -65,6 +65,10 @@ class ReqMem:
         this eviction time so an image is evicted whole).
     branch: a position where a recurrent-state checkpoint should be saved
         because other groups already hit that far (Marconi-style).
+    shared: ends of prefixes this request shares with other live requests
+        (the scheduler's hint, `MemoryManager.share_prefix`): branch points
+        known before anything of them is cached, so the first request to
+        pass one saves what the next needs to hit there.
     hit_len: the prefix hit this request started from; the pages a hit
         there needs stay held while the request runs (others share them).
     """
@@ -81,6 +85,7 @@ class ReqMem:
     num_computed: int = 0
     alloc_end: int = 0
     branch: int = 0
+    shared: tuple[int, ...] = ()
     hit_len: int = 0
     hit_src: dict[int, int] = field(default_factory=dict)
     spec: int = 0

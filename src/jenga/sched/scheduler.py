@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from ..memory.manager import NOTHING, MemoryManager
 from .config import SchedulerConfig
-from .prefill_wait import InflightPrefills
+from .prefill_wait import InflightPrefills, SharedPrefixes
 from .request import FinishReason, Request, Status
 from .stats import SchedulerStats
 from .step import PageCopy, SeqStep, StateSave, StepPlan, StepResult
@@ -57,6 +57,8 @@ class Scheduler:
         self._finished_ids: list[str] = []
         self._errors: list[RequestUpdate] = []
         self._step = 0
+        step = manager.shared_prefix_step() if config.enable_prefix_caching else None
+        self._shared = SharedPrefixes(step, manager.share_prefix) if step else None
 
     # ------------------------------------------------------------ requests
     def add_request(self, req: Request) -> None:
@@ -85,6 +87,8 @@ class Scheduler:
         self.manager.add(req.req_id, req.all_token_ids, req.prompt_len, req.images, req.cache_salt)
         self.requests[req.req_id] = req
         self.waiting.append(req)
+        if self._shared is not None:
+            self._shared.arrive(req)
 
     def finish_request(self, req_id: str, reason: FinishReason) -> bool:
         """End a request now (abort, stop string).  Returns False if unknown."""
@@ -101,6 +105,8 @@ class Scheduler:
     def _finish(self, req: Request, reason: FinishReason) -> None:
         req.status, req.finish_reason = Status.FINISHED, reason
         self.manager.remove(req.req_id)
+        if self._shared is not None:
+            self._shared.leave(req)
         del self.requests[req.req_id]
         self._finished_ids.append(req.req_id)
         self.stats.num_finished += 1
@@ -179,7 +185,7 @@ class Scheduler:
         if not self.waiting or budget <= 0 or len(self.running) >= self.config.max_num_seqs:
             return budget   # nothing can be admitted: skip the scan of running prefills
         wait = self.config.shared_prefill_wait if self.config.enable_prefix_caching else 0
-        inflight = InflightPrefills(wait, self.running, self.manager.hit_granularity())
+        inflight = InflightPrefills(wait, self.running, self.manager.shared_prefix_step())
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             req = self.waiting[0]
             first_time = req.status is Status.WAITING

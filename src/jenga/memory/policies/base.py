@@ -101,6 +101,12 @@ class Policy:
         on a multiple of it (None: the group never serves a hit)."""
         return self.P
 
+    def branch_step(self) -> int | None:
+        """Granularity of the hits this group can serve at a branch point
+        that a request computing it was told about (`ReqMem.shared`); by
+        default its `hit_step`."""
+        return self.hit_step()
+
     def priority(self, r: ReqMem, index: int) -> int:
         return 0
 

@@ -37,6 +37,10 @@ class MambaPolicy(Policy):
         mode = self.rules.mamba_checkpoints
         return None if mode == "none" else self.align if mode == "block" else math.lcm(self.align, self.mamba_interval)
 
+    def branch_step(self) -> int | None:
+        # "jenga" saves a state at every branch point a request is told of
+        return self.align if self.rules.mamba_checkpoints == "jenga" else self.hit_step()
+
     def checkpoints(self, r: ReqMem, start: int, end: int) -> list[int]:
         mode, a = self.rules.mamba_checkpoints, self.align
         if mode == "none":
@@ -46,7 +50,7 @@ class MambaPolicy(Policy):
             return []
         if mode == "block":
             return list(range(first, end + 1, a))
-        marks = {r.prompt_len // a * a, r.branch}
+        marks = {r.prompt_len // a * a, r.branch, *r.shared}
         return [c for c in range(first, end + 1, a) if c % self.mamba_interval == 0 or c in marks]
 
     def grow_threshold(self, r: ReqMem) -> float:
@@ -57,7 +61,7 @@ class MambaPolicy(Policy):
         a = self.align
         nxt = (r.alloc_end // a + 1) * a   # next checkpoint candidate
         if self.rules.mamba_checkpoints == "jenga":
-            marks = [c for c in (r.prompt_len // a * a, r.branch) if c > r.alloc_end]
+            marks = [c for c in (r.prompt_len // a * a, r.branch, *r.shared) if c > r.alloc_end]
             nxt = min([(r.alloc_end // self.mamba_interval + 1) * self.mamba_interval] + marks)
         return nxt - 1
 
@@ -158,7 +162,7 @@ class MambaPolicy(Policy):
             return []
         a, done = self.align, r.num_computed
         step = math.lcm(a, self.mamba_interval)
-        marks = {done // step * step, r.prompt_len // a * a, r.branch}
+        marks = {done // step * step, r.prompt_len // a * a, r.branch, *r.shared}
         return sorted(c for c in marks if 0 < c <= done)
 
     def needed_units(self, r: ReqMem) -> int:

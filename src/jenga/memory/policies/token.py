@@ -85,9 +85,10 @@ class FullPolicy(Policy):
             return iter(())   # nothing new left scope: most commits
         r.released_upto[self.gid] = hi
         # the windows before the prefix this request hit and before a branch
-        # point (a prefix other groups still hold) serve whoever hits there
-        # next: they stay until the request ends
-        keep = [range(self.first_needed(x) // self.P, x // self.P) for x in (r.hit_len, r.branch) if x]
+        # point (a prefix other groups still hold, or one another live
+        # request shares) serve whoever hits there next: they stay until the
+        # request ends
+        keep = [range(self.first_needed(x) // self.P, x // self.P) for x in (r.hit_len, r.branch, *r.shared) if x]
         table = r.tables[self.gid]
         return (i for i in range(lo, hi) if table[i] != NO_PAGE and not any(i in k for k in keep))
 
