@@ -47,7 +47,8 @@ import torch  # noqa: E402
 from jenga.memory.plan import Group, MemoryPlan  # noqa: E402
 from jenga.memory.spec import LayerSpec  # noqa: E402
 from jenga.model.attention import paged_attention, triton_available  # noqa: E402
-from jenga.model.attn_metadata import build_group_metadata, first_needed  # noqa: E402
+from jenga.memory.policies import first_key  # noqa: E402
+from jenga.model.attn_metadata import build_group_metadata  # noqa: E402
 from jenga.model.kv_pool import KVPool  # noqa: E402
 from jenga.sched.params import SamplingParams  # noqa: E402
 from jenga.sched.step import NO_PAGE, SeqStep, StepPlan  # noqa: E402
@@ -77,7 +78,7 @@ def setup(seqs, hkv, hq, d, page, window, chunk, dtype, device, seed=0):
     free = torch.randperm(plan.num_small_pages(0), generator=g).tolist()
     steps = []
     for r, (start, n) in enumerate(seqs):
-        lo = first_needed(start, window, chunk) // page
+        lo = first_key(spec, start) // page
         table = [NO_PAGE if i < lo else free.pop() for i in range(-(-(start + n) // page))]
         live = torch.tensor([p for p in table[:-(-start // page)] if p != NO_PAGE], device=device,
                             dtype=torch.long)
@@ -165,7 +166,7 @@ def decode_run(runner, steps: int = 9):
             table = tables.setdefault(r, [])
             while len(table) * 4 < start + len(toks):
                 table.append(free.pop())
-            for i in range(first_needed(start, 8, 0) // 4):
+            for i in range(max(0, start - 8 + 1) // 4):   # window 8: first_key of a sliding(8) layer
                 if table[i] != NO_PAGE:
                     free.append(table[i])
                     table[i] = NO_PAGE

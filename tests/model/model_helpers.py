@@ -10,7 +10,7 @@ import torch
 
 from jenga.memory.plan import Group, MemoryPlan
 from jenga.memory.spec import LayerSpec
-from jenga.model.attn_metadata import first_needed
+from jenga.memory.policies import first_key
 from jenga.sched.params import SamplingParams
 from jenga.sched.step import NO_PAGE, SeqStep
 
@@ -78,7 +78,7 @@ class Pages:
 
     def release(self, req: str, next_pos: int) -> None:
         for g, table in zip(self.plan.groups, self.tables[req]):
-            lo = first_needed(next_pos, g.spec.window, g.spec.chunk) // g.page_tokens
+            lo = first_key(g.spec, next_pos) // g.page_tokens
             for i in range(min(lo, len(table))):
                 if table[i] != NO_PAGE:
                     self.free[g.gid].append(table[i])

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from jenga.model.attention import paged_attention
-from jenga.model.attn_metadata import build_group_metadata, first_needed
+from jenga.memory.policies import first_key
+from jenga.model.attn_metadata import build_group_metadata
 from jenga.model.kv_pool import KVPool
 from jenga.sched.step import NO_PAGE, SeqStep, StepPlan
 from model_helpers import GREEDY, plan_from_specs, spec_for
@@ -44,7 +45,8 @@ def run_case(seqs, hq, group_window=0, group_chunk=0, window=0, chunk=0, softcap
              scale=0.35, seed=0, backend="portable"):
     """seqs: (start, num_new) per seq.  Returns (ours, reference) [T, Hq, D]."""
     g = torch.Generator().manual_seed(seed)
-    plan = plan_from_specs([spec_for(HKV, D, group_window, group_chunk)], P, 64)
+    group_spec = spec_for(HKV, D, group_window, group_chunk)
+    plan = plan_from_specs([group_spec], P, 64)
     pool = KVPool(plan)
     k_cache, v_cache = pool.kv_view(0)
     pool.buffer.view(torch.float32).fill_(float("nan"))      # every unwritten byte is poison
@@ -55,7 +57,7 @@ def run_case(seqs, hq, group_window=0, group_chunk=0, window=0, chunk=0, softcap
         L = start + n
         K, V = torch.randn(L, HKV, D, generator=g), torch.randn(L, HKV, D, generator=g)
         q = torch.randn(n, hq, D, generator=g)
-        lo = first_needed(start, group_window, group_chunk) // P
+        lo = first_key(group_spec, start) // P
         table = [NO_PAGE if i < lo else free.pop() for i in range((L + P - 1) // P)]
         for pos in range(lo * P, start):                      # the cached prefix still in scope
             k_cache[table[pos // P], pos % P] = K[pos]

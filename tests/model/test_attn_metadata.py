@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jenga.model.attn_metadata import build_attn_metadata, build_group_metadata, first_needed, scope_within
+from jenga.model.attn_metadata import build_attn_metadata, build_group_metadata
 from jenga.sched.step import NO_PAGE, SeqStep, StepPlan
 from model_helpers import GREEDY, plan_from_specs, spec_for
 
@@ -63,12 +63,3 @@ def test_attn_metadata_maps_layers_to_groups():
         meta.for_layer(1)
     with pytest.raises(ValueError, match=r"attention layers \[5\] are in no group"):
         build_attn_metadata(step, plan, [0, 5])
-
-
-def test_scope_rules():
-    assert [first_needed(p, 4, 0) for p in (0, 3, 4, 9)] == [0, 0, 1, 6]
-    assert [first_needed(p, 0, 8) for p in (0, 7, 8, 17)] == [0, 0, 8, 16]
-    assert first_needed(100, 0, 0) == 0
-    assert scope_within(4, 0, 6, 0) and not scope_within(8, 0, 6, 0) and not scope_within(0, 0, 6, 0)
-    assert scope_within(0, 8, 0, 8) and not scope_within(0, 4, 0, 8)
-    assert scope_within(0, 0, 0, 0) and scope_within(5, 0, 0, 0)

@@ -79,7 +79,7 @@ def test_rejected_draft_adopts_the_saved_state():
     m.commit("a", 3)
     m.reqs["a"].tokens.append(9)
     running = m.page_tables("a")[1][0]
-    act = m.allocate("a", 3, 6, spec=2)       # token 9 + 2 drafts
+    act = m.allocate("a", 3, 6, num_draft=2)       # token 9 + 2 drafts
     scratch = {pos: page for g, pos, page in act.saves}
     assert sorted(scratch) == [4, 5]
     m.commit("a", 5)                          # first draft accepted, second rejected

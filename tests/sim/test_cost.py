@@ -13,7 +13,20 @@ from jenga.memory.spec import LayerSpec, ModelShape
 from jenga.memory.types import ImageRef
 from jenga.sched.params import SamplingParams
 from jenga.sched.step import PageCopy, SeqStep, StateSave, StepPlan
-from jenga.sim.cost import KERNELS, CostModel, CostParams, _chunk_prefix, _window_pairs
+from jenga.memory.policies import policy_for
+from jenga.memory.policies.work import chunk_prefix as _chunk_prefix
+from jenga.memory.policies.work import window_pairs as _window_pairs
+from jenga.sim.cost import CostModel, CostParams
+
+
+class _Kernels:
+    """A layer's step work, asked of its kind's policy as the cost model does."""
+
+    def __getitem__(self, kind):
+        return lambda spec, s: policy_for(kind).step_work(spec, s.start, s.end, s.images, s.encoder_runs)
+
+
+KERNELS = _Kernels()
 from jenga.sim.gpus import GPUSpec
 
 FULL = LayerSpec("full", "bfloat16", 8, 128)

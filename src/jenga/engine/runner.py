@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..memory.plan import MemoryPlan
-from ..model.attn_metadata import build_attn_metadata, scope_within, to_device
+from ..memory.policies import serves
+from ..model.attn_metadata import build_attn_metadata, to_device
 from ..model.cuda_graphs import CudaGraphConfig, DecodeGraphs
 from ..model.families import DecoderLM
 from ..model.kv_pool import KVPool
@@ -61,7 +62,7 @@ def check_plan(model: DecoderLM, plan: MemoryPlan, layer_offset: int = 0) -> Non
         if (s.num_kv_heads, s.head_size) != (heads, head_dim):
             raise ValueError(f"layer {layer}: plan group {g.gid} stores {s.num_kv_heads} kv heads x "
                              f"{s.head_size}, model has {heads} x {head_dim}")
-        if not scope_within(window, chunk, s.window, s.chunk):
+        if not serves(s, window, chunk):
             raise ValueError(f"layer {layer} attends with window={window} chunk={chunk} but plan group "
                              f"{g.gid} ({s.describe()}) releases keys it needs")
 

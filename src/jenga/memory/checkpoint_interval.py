@@ -43,7 +43,7 @@ def default_mamba_interval(plan: MemoryPlan) -> int:
     they cover).  A plan without recurrent groups gets the minimum (unused).
     Pure function of the plan; raises nothing."""
     token_groups = [g for g in plan.groups
-                    if not policy_for(g.kind).recurrent and not policy_for(g.kind).image_keyed]
+                    if policy_for(g.kind).token_paged]
     step = lcm(MIN_INTERVAL, plan.base_page_tokens, *(g.page_tokens for g in token_groups))
     best = step
     tags = {g.spec.model for g in plan.groups if policy_for(g.kind).recurrent}

@@ -51,7 +51,7 @@ class MemoryManager:
         self.caching = enable_prefix_caching
         self.policies = [policy_for(g.kind)(g, plan.base_page_tokens, self.rules, mamba_interval)
                          for g in plan.groups]
-        token_pages = [g.page_tokens for g in plan.groups if g.kind in ("full", "sliding", "chunked")]
+        token_pages = [g.page_tokens for p, g in zip(self.policies, plan.groups) if p.token_paged]
         self.align = lcm(plan.base_page_tokens, *token_pages)
         for p in self.policies:
             p.align = self.align
@@ -216,7 +216,7 @@ class MemoryManager:
             length = new
 
     # --------------------------------------------------------- allocation
-    def allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, spec: int = 0,
+    def allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, num_draft: int = 0,
                  lookahead: int = 0) -> StepActions | None:
         """`_allocate`, then the observers hear of it."""
         actions = self._allocate(req_id, start, end, hit_tokens, spec, lookahead)
@@ -229,20 +229,20 @@ class MemoryManager:
                   lookahead: int = 0) -> StepActions | None:
         """Make room to compute tokens [start, end).  On a request's first
         allocation `hit_tokens` (== start) cached tokens are taken from the
-        prefix cache.  With speculative decoding the last `spec` tokens of
+        prefix cache.  With speculative decoding the last `num_draft` tokens of
         the range are draft proposals (recurrent groups keep a state after
         each, to roll back to), and `lookahead` more positions get pages for
         the draft model's next proposals.  All or nothing: returns None and
         changes nothing (beyond evicting cached pages) when memory is short."""
         r = self.reqs[req_id]
-        if end <= r.grow_at and end == start + 1 and not spec and not hit_tokens and 0 <= start <= len(r.tokens):
+        if end <= r.grow_at and end == start + 1 and not num_draft and not hit_tokens and 0 <= start <= len(r.tokens):
             # the common decode step: no group crosses a page boundary
             # (a step of several tokens always asks the policies)
-            r.spec, r.lookahead, r.alloc_end = 0, lookahead, end
+            r.num_draft, r.lookahead, r.alloc_end = 0, lookahead, end
             return NOTHING
-        if not 0 <= start < end <= len(r.tokens) + 1 + spec or not 0 <= spec < end - start + 1:
-            raise ValueError(f"bad token range [{start}, {end}) (spec={spec}) for request {req_id!r}")
-        r.spec, r.lookahead = spec, lookahead
+        if not 0 <= start < end <= len(r.tokens) + 1 + num_draft or not 0 <= num_draft < end - start + 1:
+            raise ValueError(f"bad token range [{start}, {end}) (num_draft={num_draft}) for request {req_id!r}")
+        r.num_draft, r.lookahead = num_draft, lookahead
         if hit_tokens and (hit_tokens != start or self.holds_pages(req_id)):
             raise ValueError("a prefix hit can only start a request's first allocation")
         log = self._grow(r, start, end, hit_tokens)

@@ -160,12 +160,13 @@ def _merge_max_page(units: list[_Unit]) -> tuple[list[_Unit], list[str], bool]:
     merged: dict[str, int] = {}
     notes, vision_outside = [], False
     for u in units:
-        if u.spec.per_token and u.spec.num_kv_heads == 0:
+        kind = policy_for(u.spec.kind)
+        if not kind.decoder_layer:
             vision_outside = True
             notes.append(f"max-page: {u.spec.describe()} embeddings are kept outside the pool, as vLLM v0 keeps "
                          "encoder outputs outside the KV cache (the encoder reruns for every chunk)")
             continue
-        if not u.spec.per_token:
+        if kind.recurrent:
             out.append(u)
             continue
         tag = u.spec.model
@@ -182,7 +183,7 @@ def _merge_max_page(units: list[_Unit]) -> tuple[list[_Unit], list[str], bool]:
         out[idx] = _Unit(spec, u.layers, u.true_specs)
         notes.append(f"max-page: {len(u.layers)} attention layers of model {tag!r} form one full group at the widest "
                      f"layer's {spec.bytes_per_token} B/token; every layer stores every token"
-                     + ("" if not any(s.kind == "cross" for s in u.true_specs)
+                     + ("" if not any(policy_for(s.kind).image_keyed for s in u.true_specs)
                         else ", text and image tokens alike (cross layers present)"))
     return out, notes, vision_outside
 
@@ -204,7 +205,7 @@ def _groups(units: list[_Unit], sizings: list[Sizing], large: int, holds_encoder
             useful = sum(s.page_tokens * t.unit_bytes() for t in specs)
             small = s.layer_page_bytes * n
             groups.append(Group(len(groups), u.spec, layers, s.page_tokens, s.layer_page_bytes, large // small,
-                                small - useful, holds_encoder and any(t.kind == "cross" for t in specs)))
+                                small - useful, holds_encoder and any(policy_for(t.kind).image_keyed for t in specs)))
     return groups
 
 

@@ -56,7 +56,7 @@ class ReqMem:
         priority).  released_upto[g]: entries before it left scope.
     alloc_end: end of the tokens the last allocation made room for.
     hit_src[g]: cached recurrent state to copy into a fresh running page.
-    spec: draft tokens at the end of the current step's range.
+    num_draft: draft tokens at the end of the current step's range.
     lookahead: positions past the step that token groups must also cover
         (the draft model's next proposals).
     scratch[g]: {position: page} states saved after each draft token, so a
@@ -88,7 +88,7 @@ class ReqMem:
     shared: tuple[int, ...] = ()
     hit_len: int = 0
     hit_src: dict[int, int] = field(default_factory=dict)
-    spec: int = 0
+    num_draft: int = 0
     lookahead: int = 0
     scratch: dict[int, dict[int, int]] = field(default_factory=dict)
     image_time: dict[int, int] = field(default_factory=dict)

@@ -19,29 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from ..memory.plan import Group, MemoryPlan
+from ..memory.policies import first_key, serves
+from ..memory.spec import LayerSpec
 from ..sched.step import NO_PAGE, SeqStep, StepPlan
-
-
-def first_needed(pos: int, window: int, chunk: int) -> int:
-    """First key position a query at `pos` may attend to: sliding window W
-    sees pos-W+1..pos, chunk C sees floor(pos/C)*C..pos, otherwise 0."""
-    if window:
-        return max(0, pos - window + 1)
-    if chunk:
-        return pos // chunk * chunk
-    return 0
-
-
-def scope_within(window: int, chunk: int, group_window: int, group_chunk: int) -> bool:
-    """True when a layer attending with (window, chunk) only needs keys a
-    group keeping (group_window, group_chunk) still holds: a sliding group
-    serves windows up to its own, a chunked group its own chunk, a full
-    group anything."""
-    if group_window:
-        return 0 < window <= group_window
-    if group_chunk:
-        return chunk == group_chunk
-    return True
 
 
 def scope_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int, chunk: int) -> torch.Tensor:
@@ -92,6 +72,7 @@ class GroupAttnMetadata:
     page_table [B, max_pages] with NO_PAGE replaced by 0, page_valid marks
         the real entries.  context_lens [B]: tokens in the pool after the
         step (start + new tokens).  window / chunk: the group spec's scope.
+    spec: the group's layer spec (its policy answers scope questions).
     """
 
     gid: int
@@ -108,6 +89,7 @@ class GroupAttnMetadata:
     page_valid: torch.Tensor
     context_lens: torch.Tensor
     batches: tuple[AttnBatch, ...]
+    spec: LayerSpec
 
     @property
     def num_seqs(self) -> int:
@@ -116,7 +98,7 @@ class GroupAttnMetadata:
     def covers(self, window: int, chunk: int) -> bool:
         """True when a layer with this window/chunk needs no key outside the
         pages this metadata gathers (its scope is within the group's)."""
-        return scope_within(window, chunk, self.window, self.chunk)
+        return serves(self.spec, window, chunk)
 
 
 @dataclass(frozen=True)
@@ -152,7 +134,7 @@ def _seq_scope(s: SeqStep, g: Group, table: tuple[int, ...]) -> tuple[int, int]:
     """First and last (inclusive) page index the seq's new tokens attend to;
     ValueError when one of them is NO_PAGE or missing."""
     P = g.page_tokens
-    lo = first_needed(s.start, g.spec.window, g.spec.chunk) // P
+    lo = first_key(g.spec, s.start) // P   # the group's policy says what is still in scope
     hi = (s.end - 1) // P
     if len(table) <= hi:
         raise ValueError(f"request {s.req_id}: group {g.gid} page table has {len(table)} entries, "
@@ -213,7 +195,7 @@ def build_group_metadata(step: StepPlan, g: Group, device: torch.device) -> Grou
         to(pos_t), to(pages_t), to(offs_t),
         to(pages_t * P + offs_t), to(table.clamp(min=0)), to(table >= 0),
         to(torch.tensor([s.end for s in seqs], dtype=torch.int32)),
-        tuple(AttnBatch(*(to(getattr(b, f)) for f in AttnBatch.__dataclass_fields__)) for b in batches))
+        tuple(AttnBatch(*(to(getattr(b, f)) for f in AttnBatch.__dataclass_fields__)) for b in batches), g.spec)
 
 
 def build_attn_metadata(step: StepPlan, plan: MemoryPlan, layers: Iterable[int],

@@ -144,27 +144,27 @@ class Scheduler:
             if n > budget:
                 n = budget
             # a plain decode skips the draft arithmetic (both are then 0)
-            spec = self._spec_for(req, start, n, budget) if req.spec_token_ids else 0
-            look = self._lookahead(req, spec) if drafting else 0
-            end = start + n + spec
-            actions = allocate(req.req_id, start, end, 0, spec, look)
+            num_draft = self._drafts_for(req, start, n, budget) if req.spec_token_ids else 0
+            look = self._lookahead(req, num_draft) if drafting else 0
+            end = start + n + num_draft
+            actions = allocate(req.req_id, start, end, 0, num_draft, look)
             while actions is None:
                 victim = running[-1]
                 self._preempt(victim)
                 preempted = True
                 if victim is req:
                     break
-                actions = allocate(req.req_id, start, end, 0, spec, look)
+                actions = allocate(req.req_id, start, end, 0, num_draft, look)
             if actions is None:
                 if not self.running:   # it could not fit even alone
                     self._error(req)
                 continue
             chosen.append((req, start, end, actions))
-            budget -= n + spec
+            budget -= n + num_draft
             i += 1
         return budget, preempted
 
-    def _spec_for(self, req: Request, start: int, n: int, budget: int) -> int:
+    def _drafts_for(self, req: Request, start: int, n: int, budget: int) -> int:
         """Draft tokens to verify this step: only for a decode with fresh
         proposals, within the budget and the context."""
         if not req.spec_token_ids or start + n != len(req.all_token_ids):
@@ -172,9 +172,9 @@ class Scheduler:
         room = self.max_model_len - len(req.all_token_ids) - 1
         return max(0, min(len(req.spec_token_ids), budget - n, room, req.params.max_tokens - req.num_output - 1))
 
-    def _lookahead(self, req: Request, spec: int) -> int:
+    def _lookahead(self, req: Request, num_draft: int) -> int:
         k = self.config.num_speculative_tokens
-        return min(k, max(0, self.max_model_len - len(req.all_token_ids) - spec - 1)) if k else 0
+        return min(k, max(0, self.max_model_len - len(req.all_token_ids) - num_draft - 1)) if k else 0
 
     def _admit(self, budget: int, chosen: list) -> int:
         """Admit waiting requests in order while budget, seats and memory
@@ -259,16 +259,16 @@ class Scheduler:
             tokens = req.all_token_ids
             known = len(tokens)
             if end > known:   # draft tokens follow the known ones
-                spec = end - known
-                ids = tuple(tokens[start:end]) + req.spec_token_ids[:spec]
+                num_draft = end - known
+                ids = tuple(tokens[start:end]) + req.spec_token_ids[:num_draft]
             else:
-                spec = 0
+                num_draft = 0
                 ids = (tokens[start],) if end == start + 1 else tuple(tokens[start:end])
             # SeqStep's own __new__ is a Python function; building the tuple
             # directly halves the cost of the one object made per request
-            seqs.append(_new_tuple(SeqStep, (req.req_id, ids, start, tables(req.req_id), end - spec == known,
+            seqs.append(_new_tuple(SeqStep, (req.req_id, ids, start, tables(req.req_id), end - num_draft == known,
                                              req.params, len(req.prompt_token_ids), req.images,
-                                             runs, saves, spec)))
+                                             runs, saves, num_draft)))
         finished, self._finished_ids = tuple(self._finished_ids), []
         return StepPlan(self._step, tuple(seqs), tuple(copies), tuple(zeros), finished)
 

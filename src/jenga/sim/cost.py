@@ -16,19 +16,20 @@ its attention span covers whatever the page size, and never reads padding.
 So a batch costs the same under every allocator, and throughput differences
 come only from how many requests memory lets into the batch.  `MemoryPlan`
 is used for what is page-shaped by nature: page copies, zeroed pages and
-recurrent-state checkpoints.
+recurrent-state checkpoints.  What a layer of each kind computes and moves
+is its policy's `step_work` (memory/policies), the same class that decides
+what the kind keeps.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 from ..memory.plan import MemoryPlan
-from ..memory.spec import LayerSpec, ModelShape
-from ..sched.step import SeqStep, StepPlan
+from ..memory.policies import policy_for
+from ..memory.spec import ModelShape
+from ..sched.step import StepPlan
 from .gpus import GPUSpec
 
 
@@ -92,15 +93,6 @@ class CostParams:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
 
-class LayerWork(NamedTuple):
-    """One layer's work for one sequence: query-key pairs attended, bytes
-    of state read and written."""
-
-    pairs: int
-    read_bytes: int
-    write_bytes: int
-
-
 @dataclass(frozen=True)
 class StepCost:
     """The cost of one step, with its parts (per GPU under tensor parallelism
@@ -134,79 +126,6 @@ class StepCost:
         return "compute" if self.compute_s >= self.memory_s else "memory"
 
 
-# ---------------------------------------------------------------- per kind
-# What a kernel of each layer kind computes and moves for queries at
-# positions [s, e).  This is compute, not memory policy, so it lives here
-# rather than in memory/policies (which decide what is *kept*).
-
-def _causal_pairs(s: int, e: int) -> int:
-    """Sum over queries p in [s, e) of the p+1 keys a causal query sees."""
-    return (e * (e + 1) - s * (s + 1)) // 2
-
-
-def _window_pairs(s: int, e: int, w: int) -> int:
-    """Sum over p in [s, e) of min(p+1, w)."""
-    mid = min(max(s, w), e)   # queries below mid still see fewer than w keys
-    return _causal_pairs(s, mid) + w * (e - mid)
-
-
-def _chunk_prefix(x: int, c: int) -> int:
-    """Sum over p in [0, x) of (p mod c) + 1."""
-    r = x % c
-    return (x // c) * c * (c + 1) // 2 + r * (r + 1) // 2
-
-
-def _encoder_tokens(seq: SeqStep) -> int:
-    return sum(img.num_tokens for img in seq.images)
-
-
-def _encoder_written(spec: LayerSpec, seq: SeqStep) -> int:
-    return sum(seq.images[k].num_tokens for k in seq.encoder_runs) * spec.bytes_per_token
-
-
-def _full(spec: LayerSpec, seq: SeqStep) -> LayerWork:
-    s, e, b = seq.start, seq.end, spec.bytes_per_token
-    return LayerWork(_causal_pairs(s, e), e * b, (e - s) * b)
-
-
-def _sliding(spec: LayerSpec, seq: SeqStep) -> LayerWork:
-    s, e, w, b = seq.start, seq.end, spec.window, spec.bytes_per_token
-    return LayerWork(_window_pairs(s, e, w), (e - max(0, s - w + 1)) * b, (e - s) * b)
-
-
-def _budget(spec: LayerSpec, seq: SeqStep) -> LayerWork:
-    """A token budget B costs what a window of B does: each query attends
-    to at most B kept tokens (the chunk causally)."""
-    s, e, w, b = seq.start, seq.end, spec.budget, spec.bytes_per_token
-    return LayerWork(_window_pairs(s, e, w), (e - max(0, s - w + 1)) * b, (e - s) * b)
-
-
-def _chunked(spec: LayerSpec, seq: SeqStep) -> LayerWork:
-    s, e, c, b = seq.start, seq.end, spec.chunk, spec.bytes_per_token
-    return LayerWork(_chunk_prefix(e, c) - _chunk_prefix(s, c), (e - s // c * c) * b, (e - s) * b)
-
-
-def _cross(spec: LayerSpec, seq: SeqStep) -> LayerWork:
-    enc = _encoder_tokens(seq)
-    return LayerWork(seq.num_tokens * enc, enc * spec.bytes_per_token, _encoder_written(spec, seq))
-
-
-def _vision(spec: LayerSpec, seq: SeqStep) -> LayerWork:
-    """Embeddings are read by the chunk that prefills their image tokens."""
-    used = sum(max(0, min(img.end, seq.end) - max(img.position, seq.start)) for img in seq.images)
-    return LayerWork(0, used * spec.bytes_per_token, _encoder_written(spec, seq))
-
-
-def _mamba(spec: LayerSpec, seq: SeqStep) -> LayerWork:
-    return LayerWork(0, spec.state_bytes, spec.state_bytes)
-
-
-KERNELS: dict[str, Callable[[LayerSpec, SeqStep], LayerWork]] = {
-    "full": _full, "sliding": _sliding, "chunked": _chunked, "budget": _budget,
-    "cross": _cross, "vision": _vision, "mamba": _mamba,
-}
-
-
 class CostModel:
     """Costs StepPlans of one model under one MemoryPlan on `tp` GPUs.
 
@@ -223,10 +142,11 @@ class CostModel:
         self.shape, self.plan, self.gpu, self.params, self.tp = shape, plan, gpu, params, tp
         # equal layers cost the same: one kernel evaluation per distinct spec
         self.specs = tuple(Counter(shape.layers).items())
-        self.kernels = tuple(KERNELS[spec.kind] for spec, _ in self.specs)
+        # what a layer's kernel computes and moves is its kind's: the policy says
+        self.kernels = tuple(policy_for(spec.kind).step_work for spec, _ in self.specs)
         self.q_dims = tuple(shape.hidden_size or spec.num_kv_heads * spec.head_size for spec, _ in self.specs)
         self.page_bytes = tuple(g.small_page_bytes for g in plan.groups)
-        self.num_layers = sum(1 for spec in shape.layers if spec.kind != "vision")
+        self.num_layers = sum(1 for spec in shape.layers if policy_for(spec.kind).decoder_layer)
 
     def step(self, plan: StepPlan) -> StepCost:
         """The cost of `plan` (see module doc); a plan without seqs costs only
@@ -241,11 +161,12 @@ class CostModel:
         read = write = 0
         enc_tokens = 0
         for seq in plan.seqs:
+            s, e, images, runs = seq.start, seq.end, seq.images, seq.encoder_runs
             for (spec, count), kernel, q_dim in zip(self.specs, self.kernels, self.q_dims):
-                w = kernel(spec, seq)
-                pairs_flops += 4 * q_dim * w.pairs * count
-                read += w.read_bytes * count
-                write += w.write_bytes * count
+                pairs, r, w = kernel(spec, s, e, images, runs)
+                pairs_flops += 4 * q_dim * pairs * count
+                read += r * count
+                write += w * count
             if seq.encoder_runs:
                 enc_tokens += sum(seq.images[k].num_tokens for k in seq.encoder_runs)
             for save in seq.state_saves:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..memory.policies import policy_for
 from ..memory.spec import ModelShape
 from ..memory.types import ImageRef
 from .runner import DEFAULT_VOCAB, sim_token
@@ -34,7 +35,7 @@ OutputLen = int | tuple[int, int]
 def inline_images_for(shape: ModelShape) -> bool:
     """True when the model keeps image tokens in the sequence (it has a
     vision-embedding pseudo-layer), False when images are encoder tokens."""
-    return any(spec.kind == "vision" for spec in shape.layers)
+    return any(not policy_for(spec.kind).decoder_layer for spec in shape.layers)
 
 
 def arrivals(n: int, rate: float, seed: int | list[int]) -> list[float]:

@@ -22,4 +22,14 @@ def policy_for(kind: str) -> type[Policy]:
         raise ValueError(f"no policy for layer kind {kind!r}; known: {', '.join(REGISTRY)}") from None
 
 
-__all__ = ["NO_PAGE", "Policy", "REGISTRY", "policy_for"]
+def first_key(spec, pos: int) -> int:
+    """First key position a query at `pos` of a layer of `spec` attends to."""
+    return policy_for(spec.kind).first_key(spec, pos)
+
+
+def serves(spec, window: int, chunk: int) -> bool:
+    """Whether a group of `spec` keeps every key a layer with (window, chunk) reads."""
+    return policy_for(spec.kind).serves(spec, window, chunk)
+
+
+__all__ = ["NO_PAGE", "Policy", "REGISTRY", "first_key", "policy_for", "serves"]

@@ -24,6 +24,8 @@ from ..plan import Group
 from ..pool import PagePool
 from ..reqstate import ActionLog, ReqMem
 from ..rules import AllocatorRules
+from ..spec import LayerSpec
+from ..types import ImageRef
 
 NO_PAGE = -1
 Alloc = Callable[[], "int | None"]
@@ -35,10 +37,35 @@ class Policy:
     kinds: tuple[str, ...] = ()
     recurrent = False   # holds one running state, checkpointed for caching
     image_keyed = False  # holds per-image encoder state, allocated at a known size
+    # pages hold consecutive token positions of the request, so hits and
+    # checkpoints align to the group's page_tokens (full, sliding, chunked, budget)
+    token_paged = False
+    decoder_layer = True  # a layer of the decoder (vision embeddings are the encoder's output)
     # weight of the kind in the paper artifact's static partition: a group's
     # share of memory is its per-token bytes x this (kinds whose need is
     # bounded per request get half)
     static_weight = 1.0
+
+    # ---- spec-level questions (no group needed): the model and the simulator ask these
+    @staticmethod
+    def first_key(spec: LayerSpec, pos: int) -> int:
+        """First key position a query at `pos` of a layer of `spec` attends
+        to (and so the first token a step from `pos` on still needs)."""
+        return 0
+
+    @staticmethod
+    def serves(spec: LayerSpec, window: int, chunk: int) -> bool:
+        """Whether a group of `spec` keeps every key a layer attending with
+        (window, chunk) reads (0 = unbounded / no chunking)."""
+        return True
+
+    @staticmethod
+    def step_work(spec: LayerSpec, start: int, end: int, images: tuple[ImageRef, ...],
+                  encoder_runs: tuple[int, ...]) -> tuple[int, int, int]:
+        """(query-key pairs attended, state bytes read, state bytes written)
+        of one layer of `spec` computing positions [start, end) of a request
+        with `images`, whose encoder runs for `encoder_runs` this step."""
+        raise NotImplementedError
 
     def __init__(self, group: Group, base_tokens: int, rules: AllocatorRules, mamba_interval: int) -> None:
         self.group = group

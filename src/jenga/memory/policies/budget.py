@@ -18,6 +18,7 @@ from __future__ import annotations
 from ..pool import PagePool
 from ..reqstate import ActionLog, ReqMem
 from .base import Alloc, Policy
+from .work import window_pairs
 
 INF = float("inf")
 
@@ -29,6 +30,14 @@ def _ceil_div(a: int, b: int) -> int:
 class BudgetPolicy(Policy):
     kinds = ("budget",)
     static_weight = 0.5
+    token_paged = True
+
+    @staticmethod
+    def step_work(spec, start: int, end: int, images, encoder_runs) -> tuple[int, int, int]:
+        """A budget B costs what a window of B does: each query attends to
+        at most B kept tokens (the chunk causally)."""
+        w, b = spec.budget, spec.bytes_per_token
+        return window_pairs(start, end, w), (end - max(0, start - w + 1)) * b, (end - start) * b
 
     @property
     def budget(self) -> int:

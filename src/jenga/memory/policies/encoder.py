@@ -23,6 +23,10 @@ from ..reqstate import ActionLog, ReqMem
 from .base import NO_PAGE, Alloc, Policy
 
 
+def _encoder_written(spec, images, encoder_runs) -> int:
+    return sum(images[k].num_tokens for k in encoder_runs) * spec.bytes_per_token
+
+
 class _ImagePolicy(Policy):
     image_keyed = True
     def _pages(self, n: int) -> int:
@@ -96,6 +100,11 @@ class _ImagePolicy(Policy):
 class CrossPolicy(_ImagePolicy):
     kinds = ("cross",)
 
+    @staticmethod
+    def step_work(spec, start: int, end: int, images, encoder_runs) -> tuple[int, int, int]:
+        enc = sum(img.num_tokens for img in images)
+        return (end - start) * enc, enc * spec.bytes_per_token, _encoder_written(spec, images, encoder_runs)
+
     def grow_threshold(self, r: ReqMem) -> float:
         return -1 if r.images and r.tables[self.gid][0] == NO_PAGE else float("inf")
 
@@ -128,6 +137,13 @@ class CrossPolicy(_ImagePolicy):
 
 class VisionPolicy(_ImagePolicy):
     kinds = ("vision",)
+    decoder_layer = False
+
+    @staticmethod
+    def step_work(spec, start: int, end: int, images, encoder_runs) -> tuple[int, int, int]:
+        """Embeddings are read by the chunk that prefills their image tokens."""
+        used = sum(max(0, min(img.end, end) - max(img.position, start)) for img in images)
+        return 0, used * spec.bytes_per_token, _encoder_written(spec, images, encoder_runs)
 
     def grow_threshold(self, r: ReqMem) -> float:
         # the next image a chunk may reach that is not loaded yet

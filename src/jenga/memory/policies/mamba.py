@@ -29,6 +29,10 @@ class MambaPolicy(Policy):
     kinds = ("mamba",)
     static_weight = 0.5
     recurrent = True
+
+    @staticmethod
+    def step_work(spec, start: int, end: int, images, encoder_runs) -> tuple[int, int, int]:
+        return 0, spec.state_bytes, spec.state_bytes
     align = 16   # set by the manager: lcm of the token groups' page_tokens
 
     def hit_step(self) -> int | None:
@@ -80,8 +84,8 @@ class MambaPolicy(Policy):
                 log.zeros.append((self.gid, page))
             else:
                 log.copies.append((self.gid, src, page))
-        if r.spec:
-            return self._spec_states(r, end - r.spec, end, alloc, log)
+        if r.num_draft:
+            return self._draft_states(r, end - r.num_draft, end, alloc, log)
         for c in self.checkpoints(r, start, end):
             key = r.key_at(c)
             if key is None or pool.lookup(self.gid, key) is not None:
@@ -97,7 +101,7 @@ class MambaPolicy(Policy):
         r.pending[self.gid].append((page, key, -c))
         log.saves.append((self.gid, c, page))
 
-    def _spec_states(self, r: ReqMem, first: int, end: int, alloc: Alloc, log: ActionLog) -> bool:
+    def _draft_states(self, r: ReqMem, first: int, end: int, alloc: Alloc, log: ActionLog) -> bool:
         """Keep the state after each verified-length candidate first..end-1
         (the running page ends at `end`); no cache checkpoints in drafts."""
         scratch = r.scratch.setdefault(self.gid, {})

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 
 from ..pool import PagePool
 from ..reqstate import ActionLog, ReqMem
+from ..spec import LayerSpec
 from .base import NO_PAGE, Alloc, Policy
+from .work import causal_pairs, chunk_prefix, window_pairs
 
 
 INF = float("inf")
@@ -26,9 +28,15 @@ def _ceil_div(a: int, b: int) -> int:
 
 class FullPolicy(Policy):
     kinds = ("full",)
+    token_paged = True
+
+    @staticmethod
+    def step_work(spec: LayerSpec, start: int, end: int, images, encoder_runs) -> tuple[int, int, int]:
+        b = spec.bytes_per_token
+        return causal_pairs(start, end), end * b, (end - start) * b
 
     def first_needed(self, next_pos: int) -> int:
-        return 0
+        return self.first_key(self.group.spec, next_pos)
 
     def scope_start(self, next_pos: int) -> int | None:
         return self.first_needed(next_pos)
@@ -182,10 +190,20 @@ class FullPolicy(Policy):
 
 class SlidingPolicy(FullPolicy):
     kinds = ("sliding",)
-    static_weight = 0.5
 
-    def first_needed(self, next_pos: int) -> int:
-        return max(0, next_pos - self.group.spec.window + 1)
+    @staticmethod
+    def first_key(spec: LayerSpec, pos: int) -> int:
+        return max(0, pos - spec.window + 1)
+
+    @staticmethod
+    def serves(spec: LayerSpec, window: int, chunk: int) -> bool:
+        return 0 < window <= spec.window
+
+    @staticmethod
+    def step_work(spec: LayerSpec, start: int, end: int, images, encoder_runs) -> tuple[int, int, int]:
+        w, b = spec.window, spec.bytes_per_token
+        return window_pairs(start, end, w), (end - max(0, start - w + 1)) * b, (end - start) * b
+    static_weight = 0.5
 
     def release_at(self, k: int) -> float:
         return k * self.P + self.group.spec.window - 1
@@ -210,10 +228,20 @@ class SlidingPolicy(FullPolicy):
 
 class ChunkedPolicy(FullPolicy):
     kinds = ("chunked",)
-    static_weight = 0.5
 
-    def first_needed(self, next_pos: int) -> int:
-        return next_pos // self.group.spec.chunk * self.group.spec.chunk
+    @staticmethod
+    def first_key(spec: LayerSpec, pos: int) -> int:
+        return pos // spec.chunk * spec.chunk
+
+    @staticmethod
+    def serves(spec: LayerSpec, window: int, chunk: int) -> bool:
+        return chunk == spec.chunk
+
+    @staticmethod
+    def step_work(spec: LayerSpec, start: int, end: int, images, encoder_runs) -> tuple[int, int, int]:
+        c, b = spec.chunk, spec.bytes_per_token
+        return chunk_prefix(end, c) - chunk_prefix(start, c), (end - start // c * c) * b, (end - start) * b
+    static_weight = 0.5
 
     def release_at(self, k: int) -> float:
         c = self.group.spec.chunk
