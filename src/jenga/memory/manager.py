@@ -219,13 +219,13 @@ class MemoryManager:
     def allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, num_draft: int = 0,
                  lookahead: int = 0) -> StepActions | None:
         """`_allocate`, then the observers hear of it."""
-        actions = self._allocate(req_id, start, end, hit_tokens, spec, lookahead)
+        actions = self._allocate(req_id, start, end, hit_tokens, num_draft, lookahead)
         if self._observers:
             for o in self._observers:
                 o.allocated(req_id, start, end, hit_tokens, actions)
         return actions
 
-    def _allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, spec: int = 0,
+    def _allocate(self, req_id: str, start: int, end: int, hit_tokens: int = 0, num_draft: int = 0,
                   lookahead: int = 0) -> StepActions | None:
         """Make room to compute tokens [start, end).  On a request's first
         allocation `hit_tokens` (== start) cached tokens are taken from the
