@@ -29,7 +29,7 @@ class CountingSide:
         self.log.append("step")
 
     def add(self, r) -> None:
-        self.held[r.spec.req_id] = 0
+        self.held[r.trace.req_id] = 0
 
     def lookup(self, r) -> int:
         return 0
@@ -38,10 +38,10 @@ class CountingSide:
         return n
 
     def _grow(self, r, end: int) -> bool:
-        need = max(0, end - self.held[r.spec.req_id])
+        need = max(0, end - self.held[r.trace.req_id])
         if sum(self.held.values()) + need > self.cap:
             return False
-        self.held[r.spec.req_id] += need
+        self.held[r.trace.req_id] += need
         return True
 
     def admit(self, r, hit, n, others_running) -> bool:
@@ -54,15 +54,15 @@ class CountingSide:
         pass
 
     def append(self, r, tok) -> None:
-        self.log.append(f"{r.spec.req_id}+{tok}")
+        self.log.append(f"{r.trace.req_id}+{tok}")
 
     def preempt(self, r) -> None:
-        self.held[r.spec.req_id] = 0
-        self.log.append(f"preempt {r.spec.req_id}")
+        self.held[r.trace.req_id] = 0
+        self.log.append(f"preempt {r.trace.req_id}")
 
     def finish(self, r) -> None:
-        del self.held[r.spec.req_id]
-        self.log.append(f"finish {r.spec.req_id}")
+        del self.held[r.trace.req_id]
+        self.log.append(f"finish {r.trace.req_id}")
 
     def used_bytes(self) -> int:
         return sum(self.held.values())
