@@ -153,6 +153,9 @@ def tiny_mistral(device: str, dtype: torch.dtype):
     return load_model(path, device, dtype)
 
 
+WINDOW8 = LayerSpec("sliding", "float32", 1, 1, window=8)   # the scope decode_run's pages follow
+
+
 def decode_run(runner, steps: int = 9):
     """3 prompts prefilled, then decoded greedily; window 8 on pages of 4,
     released pages reused.  Returns the logits of every step stacked."""
@@ -166,7 +169,7 @@ def decode_run(runner, steps: int = 9):
             table = tables.setdefault(r, [])
             while len(table) * 4 < start + len(toks):
                 table.append(free.pop())
-            for i in range(max(0, start - 8 + 1) // 4):   # window 8: first_key of a sliding(8) layer
+            for i in range(first_key(WINDOW8, start) // 4):
                 if table[i] != NO_PAGE:
                     free.append(table[i])
                     table[i] = NO_PAGE
