@@ -188,7 +188,7 @@ class DecodeInputs:
                 g, P, grp.spec.window, grp.spec.chunk, tuple(range(b + 1)), v["query_start"][:b + 1],
                 v["positions"][:b], v[f"slot_pages{g}"][:b], v[f"slot_offsets{g}"][:b],
                 v[f"slot_mapping{g}"][:b], v[f"page_table{g}"][:b], self.dev_valid[gi, :b, :self.widths[g]],
-                v[f"context_lens{g}"][:b], ())
+                v[f"context_lens{g}"][:b], (), grp.spec)
         layer_group = {layer: g.gid for g in self.plan.groups for layer in g.layers}
         return AttnMetadata(tuple(groups), layer_group, v["positions"][:b], backend)
 
