@@ -107,14 +107,16 @@ def _prefill_kernel(Q, K, V, Out, Table, QStart, CtxLen, Sinks,
              out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
 
 
-def block_sizes(group: int, head_size: int, interpret: bool) -> tuple[int, int]:
-    """(BLOCK_M tokens, BLOCK_N keys) per program: about 64 query rows
-    (tokens x heads of a kv head) and 64 keys (32 for heads over 128) on a
-    GPU, where tl.dot needs at least 16 of each; 16 and 16 under the
-    interpreter, whose cost is per operation."""
-    rows = 16 if interpret else 64
-    pad = triton.next_power_of_2(group)
-    return max(1, rows // pad), 16 if interpret else (64 if head_size <= 128 else 32)
+def block_sizes(group: int, head_size: int, interpret: bool) -> tuple[int, int, int]:
+    """(BLOCK_M tokens, BLOCK_N keys, warps) per program.  On a GPU about
+    64 query rows (tokens x heads of a kv head) and 64 keys, with 8 warps
+    past head size 64, and 32 x 32 for heads over 128: the largest tiles
+    that compile for sm_90 without register spills (checked by
+    tests/model/test_triton_compile.py); tl.dot needs at least 16 of each.
+    Under the interpreter, whose cost is per operation, 16 and 16."""
+    rows, keys, warps = (16, 16, 1) if interpret else (64, 64, 4) if head_size <= 64 else \
+        (64, 64, 8) if head_size <= 128 else (32, 32, 8)
+    return max(1, rows // triton.next_power_of_2(group)), keys, warps
 
 
 def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, page_table: torch.Tensor,
@@ -145,7 +147,7 @@ def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     # The interpreter multiplies 16-bit floats as their integer bit patterns
     # (triton 3.9), so there the dots take fp32 copies; a GPU uses bf16 MMA.
     upcast = interpret and q.dtype != torch.float32
-    block_m, block_n = block_sizes(group, D, interpret)
+    block_m, block_n, warps = block_sizes(group, D, interpret)
     blocks = triton.cdiv(max_query_len, block_m)
     sink_t = sinks.contiguous() if sinks is not None else q  # placeholder pointer, never read
     _prefill_kernel[(B * blocks, Hkv)](
@@ -157,5 +159,5 @@ def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
         GROUP=group, GROUP_PAD=triton.next_power_of_2(group), P=P, D=D, BLOCK_D=triton.next_power_of_2(D),
         BLOCK_M=block_m, BLOCK_N=block_n, HAS_WINDOW=window > 0, HAS_CHUNK=chunk > 0,
         HAS_SOFTCAP=bool(softcap), HAS_SINKS=sinks is not None,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32", UPCAST=upcast)
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32", UPCAST=upcast, num_warps=warps)
     return out
