@@ -276,6 +276,11 @@ def main() -> int:
     configs = model_configs(args.dry_run)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
+            if time.perf_counter() > deadline:
+                print(f"{name}: skipped, deadline reached", flush=True)
+                rows.append({"model": name, "system": "-", "requests": 0, "prompt_len": 0, "output_len": 0,
+                             "runs": [], "skipped": "deadline reached before this model"})
+                continue
             path = build_model_folder(configs[name], Path(tmp) / name, dtype="float32" if args.dry_run else "bfloat16",
                                       device="cpu" if args.dry_run else "cuda")
             rows += bench_model(name, path, args.dry_run, args, deadline)
