@@ -51,3 +51,38 @@ def test_size_limit_applies_before_decoding(tmp_path):
     with pytest.raises(APIError, match="larger than the limit"):
         load_image(str(tmp_path / "big.png"), limits, "p")
     assert load_image(_url(data), ImageLimits(max_bytes=len(data)), "p").size == (64, 64)
+
+
+@pytest.mark.parametrize("url,words", [
+    (_url(b"not a png at all"), "could not be decoded"),
+    ("data:image/png;base64,@@@@", "invalid base64"),
+    ("data:text/plain;base64,aGVsbG8=", "data:image/"),
+    ("https://example.com/cat.png", "remote image URLs are not fetched"),
+    ("/etc/passwd", "local image paths are disabled"),
+    ("cat.png", "absolute local file path"),
+])
+def test_refused_sources(url, words):
+    with pytest.raises(APIError, match=words) as e:
+        load_image(url, ImageLimits(), "messages[0].content[1]")
+    assert e.value.param == "messages[0].content[1]"
+
+
+def test_local_paths_only_under_the_allowed_folder(tmp_path):
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "cat.png").write_bytes(_encoded((1, 1, 1)))
+    (tmp_path / "secret.png").write_bytes(_encoded((1, 1, 1)))
+    limits = ImageLimits(allowed_local_path=str(tmp_path / "ok"))
+    for path in (str(tmp_path / "secret.png"), str(tmp_path / "ok" / "../secret.png")):
+        with pytest.raises(APIError, match="must lie under"):
+            load_image(path, limits, "p")
+    assert load_image("file://" + str(tmp_path / "ok" / "cat.png"), limits, "p").size == (3, 2)
+
+
+def test_pixel_limit_is_read_from_the_header():
+    """A decompression bomb (a few KiB of PNG, 9000x8000 pixels) is refused
+    from its header, before its pixels are decoded."""
+    buf = io.BytesIO()
+    Image.new("1", (9000, 8000)).save(buf, format="PNG")
+    assert len(buf.getvalue()) < 1 << 20
+    with pytest.raises(APIError, match="9000x8000 pixels"):
+        load_image(_url(buf.getvalue()), ImageLimits(), "p")

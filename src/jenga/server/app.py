@@ -1,9 +1,11 @@
 """The FastAPI app: OpenAI-compatible routes over one AsyncEngine.
 
 `build_app(engine, config)` wires the routes, the API-key check, the error
-handlers and the engine thread's lifespan.  Handlers validate and tokenize
-in the event loop (tokenizers are thread-safe), then hand token ids to the
-AsyncEngine; everything the engine touches happens on its own thread.
+handlers and the engine thread's lifespan.  Handlers read the body on the
+event loop (415 unless JSON, 413 past the limit), then parse, check and
+tokenise it on a worker thread (prepare.py) so that no request's CPU work
+stalls the loop, then hand token ids to the AsyncEngine; everything the
+engine touches happens on its own thread.
 Streaming responses are Server-Sent Events ending in `data: [DONE]`.
 A client that disconnects has its request aborted at once: streaming
 responses close their stream when Starlette stops them, non-streaming
@@ -14,31 +16,46 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..sched.scheduler import QueueFull
-from .async_engine import AsyncEngine, EngineDead, RequestStream
-from .chat import render_chat
-from .errors import APIError, api_error_handler, from_value_error, invalid, overloaded, unexpected_error_handler
+from .async_engine import AsyncEngine, EngineDead, RequestFailed, RequestStream
+from .errors import APIError, api_error_handler, engine_error, from_value_error, overloaded, unexpected_error_handler
 from .images import ImageLimits
 from .metrics import CONTENT_TYPE, ServerMetrics, snapshot
-from .protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList, parse
+from .prepare import Prepared, RequestPreparer
+from .protocol import ModelCard, ModelList
 from .streaming import SSEResponse, chat_response, chat_sse, completion_response, completion_sse
+
+log = logging.getLogger("jenga.server")
 
 @dataclass(frozen=True)
 class ServerConfig:
     """What the HTTP layer needs besides the engine.
 
     api_key: when set, /v1/* requires `Authorization: Bearer <api_key>`.
-    drain_timeout_s: on shutdown, how long in-flight requests may finish.
+    drain_timeout_s: on shutdown, how long in-flight requests may finish;
+        those still running then get a clean error (503 body / error event).
     retry_after_s: the Retry-After sent with 503 when the queue is full.
+    max_body_bytes: largest request body (413 beyond it); None derives it
+        from the context: 1 MiB + 12 bytes (JSON's worst escape) per
+        character the longest prompt may have, plus four base64 images of
+        max_image_bytes when the model takes images.
+    allowed_origins: origins granted CORS (e.g. "http://localhost:3000",
+        or "*"); empty (the default) sends no CORS headers, so web pages
+        cannot drive the server from a browser.
     """
 
     served_model_name: str
@@ -47,7 +64,8 @@ class ServerConfig:
     allowed_local_media_path: str | None = None
     drain_timeout_s: float = 5.0
     retry_after_s: int = 1
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int | None = None
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.served_model_name:
@@ -60,79 +78,84 @@ class ServerConfig:
             raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if self.retry_after_s <= 0:
             raise ValueError(f"retry_after_s must be positive, got {self.retry_after_s}")
-        if self.max_body_bytes <= 0:
-            raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
+        if self.max_body_bytes is not None and self.max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes must be positive or None, got {self.max_body_bytes}")
+        if any(not o for o in self.allowed_origins):
+            raise ValueError("allowed_origins must hold non-empty origins")
+
+
+PREP_THREADS = 4   # requests parsed and tokenised at once, off the event loop
 
 
 class _Server:
-    """Per-app state: engine facts read once, the AsyncEngine, metrics."""
+    """Per-app state: the request preparer, the AsyncEngine, metrics."""
 
     def __init__(self, engine: Any, config: ServerConfig) -> None:
         self.config, self.engine = config, engine
         self.metrics = ServerMetrics()
         self.async_engine = AsyncEngine(engine, on_output=self.metrics.on_output, on_close=self.metrics.on_close)
-        self.tokenizer = engine.tokenizer
         self.max_model_len = int(engine.scheduler.max_model_len)
-        self.accepts_images = bool(getattr(engine, "supports_images", False))
-        self.vocab_size = int(getattr(engine, "vocab_size", None) or self.tokenizer.vocab_size)
-        self.image_limits = ImageLimits(config.max_image_bytes, config.allowed_local_media_path)
+        tokenizer = engine.tokenizer
+        self.preparer = RequestPreparer(
+            tokenizer=tokenizer, served_model_name=config.served_model_name, max_model_len=self.max_model_len,
+            vocab_size=int(getattr(engine, "vocab_size", None) or tokenizer.vocab_size),
+            image_limits=ImageLimits(config.max_image_bytes, config.allowed_local_media_path),
+            accepts_images=bool(getattr(engine, "supports_images", False)))
+        self.max_body_bytes = config.max_body_bytes or self._derived_body_limit()
+        self.prep_pool = ThreadPoolExecutor(PREP_THREADS, thread_name_prefix="jenga-prep")
 
-    def check_model(self, name: str) -> None:
-        if name != self.config.served_model_name:
-            raise invalid(f"The model `{name}` does not exist; this server serves "
-                          f"`{self.config.served_model_name}`", "model")
+    def _derived_body_limit(self) -> int:
+        images = 4 * (self.config.max_image_bytes * 4 // 3 + 1024) if self.preparer.accepts_images else 0
+        return 2**20 + 12 * self.preparer.max_prompt_chars + images
 
-    def resolve_max_tokens(self, requested: int | None, prompt_len: int, prompt_param: str) -> int:
-        """max_tokens checked against the context (default: the rest of it)."""
-        room = self.max_model_len - prompt_len
-        if room < 1:
-            raise invalid(f"This model's maximum context length is {self.max_model_len} tokens, but the "
-                          f"prompt has {prompt_len} tokens (at least one output token must fit)", prompt_param)
-        if requested is None:
-            return room
-        if requested > room:
-            raise invalid(f"This model's maximum context length is {self.max_model_len} tokens; you asked "
-                          f"for {prompt_len + requested} ({prompt_len} in the prompt, {requested} in the "
-                          f"completion)", "max_tokens")
-        return requested
+    async def prepare(self, fn: Callable[[bytes], Prepared], body: bytes) -> Prepared:
+        """fn(body) on a worker thread (module doc of prepare.py)."""
+        return await asyncio.get_running_loop().run_in_executor(self.prep_pool, fn, body)
 
-    def prompt_ids(self, prompt: str | list[int]) -> list[int]:
-        if isinstance(prompt, str):
-            ids = self.tokenizer.encode(prompt)
-            if not ids:
-                raise invalid("prompt encodes to no tokens", "prompt")
-            return ids
-        vocab = self.vocab_size
-        if any(not 0 <= t < vocab for t in prompt):
-            raise invalid(f"prompt token ids must lie in [0, {vocab})", "prompt")
-        return list(prompt)
-
-    async def submit(self, prefix: str, ids: list[int], params: Any, prompt_param: str,
-                     **extra: Any) -> RequestStream:
+    async def submit(self, prefix: str, prep: Prepared) -> RequestStream:
         request_id = f"{prefix}-{uuid.uuid4().hex}"
+        extra = {"images": prep.images} if prep.images else {}
         try:
-            return await self.async_engine.add_request(request_id, ids, params, **extra)
+            return await self.async_engine.add_request(request_id, prep.token_ids, prep.params, **extra)
         except QueueFull as e:
             self.metrics.rejected.labels("queue_full").inc()
             raise overloaded(f"server is at capacity ({e}); retry later", self.config.retry_after_s) from None
         except ValueError as e:
             self.metrics.rejected.labels("invalid").inc()
-            raise from_value_error(e, prompt_param) from None
-        except EngineDead as e:
-            raise APIError(str(e), status=503, type="server_error") from None
+            # a request too large for the pool: blame max_tokens only if the client chose it
+            raise from_value_error(e, prep.size_param if "KV memory" in str(e) else prep.prompt_param) from None
+        except (EngineDead, RequestFailed) as e:
+            raise engine_error(e) from None
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its body arrived."""
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body; a 413 as soon as it grows past `limit` bytes."""
+    """The request body; 415 unless it is declared JSON (so a web page
+    cannot send one as a CORS "simple request"), 413 as soon as it grows
+    past `limit` bytes.  Raises ClientGone if the client leaves."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise APIError(f"Content-Type must be application/json, got {kind or 'none'!r}", status=415)
     too_large = APIError(f"request body is larger than {limit} bytes", status=413)
     if int(request.headers.get("content-length") or 0) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect:
+        raise ClientGone from None
     return bytes(body)
+
+
+async def _client_gone_handler(request: Request, _: ClientGone) -> Response:
+    log.info("%s %s: client disconnected during upload (499)", request.method, request.url.path)
+    return Response(status_code=499)
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -166,8 +189,8 @@ async def _collect(stream: RequestStream, request: Request, make_body) -> Respon
     """A non-streaming response from the request's final output."""
     try:
         out = await _final_output(stream, request)
-    except EngineDead as e:
-        raise APIError(str(e), status=503, type="server_error") from None
+    except (EngineDead, RequestFailed) as e:
+        raise engine_error(e) from None
     if out is None:
         return Response(status_code=499)   # nobody is listening; nginx's "client closed request"
     return JSONResponse(make_body(out).model_dump())
@@ -192,28 +215,19 @@ def _add_routes(app: FastAPI, server: _Server) -> None:
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        req = parse(CompletionRequest, await _read_body(request, cfg.max_body_bytes))
-        server.check_model(req.model)
-        req.check(server.max_model_len)
-        ids = server.prompt_ids(req.single_prompt())
-        params = req.sampling_params(server.resolve_max_tokens(req.max_tokens, len(ids), "prompt"))
-        stream = await server.submit("cmpl", ids, params, "prompt")
-        if req.stream:
-            return SSEResponse(completion_sse(stream, cfg.served_model_name, req.include_usage), stream)
+        prep = await server.prepare(server.preparer.completion, await _read_body(request, server.max_body_bytes))
+        stream = await server.submit("cmpl", prep)
+        if prep.stream:
+            return SSEResponse(completion_sse(stream, cfg.served_model_name, prep.include_usage), stream)
         return await _collect(stream, request,
                               lambda out: completion_response(stream.request_id, cfg.served_model_name, out))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        req = parse(ChatCompletionRequest, await _read_body(request, cfg.max_body_bytes))
-        server.check_model(req.model)
-        req.check(server.max_model_len)
-        prompt = render_chat(req, server.tokenizer, server.image_limits, server.accepts_images)
-        params = req.sampling_params(server.resolve_max_tokens(req.max_tokens, len(prompt.token_ids), "messages"))
-        extra = {"images": prompt.images} if prompt.images else {}
-        stream = await server.submit("chatcmpl", prompt.token_ids, params, "messages", **extra)
-        if req.stream:
-            return SSEResponse(chat_sse(stream, cfg.served_model_name, req.include_usage), stream)
+        prep = await server.prepare(server.preparer.chat, await _read_body(request, server.max_body_bytes))
+        stream = await server.submit("chatcmpl", prep)
+        if prep.stream:
+            return SSEResponse(chat_sse(stream, cfg.served_model_name, prep.include_usage), stream)
         return await _collect(stream, request,
                               lambda out: chat_response(stream.request_id, cfg.served_model_name, out))
 
@@ -250,12 +264,17 @@ def build_app(engine: Any, config: ServerConfig) -> FastAPI:
             yield
         finally:
             await server.async_engine.shutdown(config.drain_timeout_s)
+            server.prep_pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="jenga", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     app.add_exception_handler(APIError, api_error_handler)
+    app.add_exception_handler(ClientGone, _client_gone_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     _add_auth(app, config.api_key)
+    if config.allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"])
     _add_routes(app, server)
     return app

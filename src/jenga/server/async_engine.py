@@ -11,8 +11,15 @@ concurrent HTTP requests therefore batch together in the same steps.
 
 A `RequestStream` aborts its request when it is closed before the request
 finished (the client went away), so the request's pages are released at the
-next step boundary.  `shutdown` waits up to a drain timeout for in-flight
-requests, aborts the rest, and joins the thread.
+next step boundary.  Shutdown has two halves: `begin_drain` (when the
+server stops accepting connections) refuses new requests and, once the
+drain timeout expires, fails the requests still running with EngineDead
+and aborts them, so their clients get a clean error while the connection
+is still open; `shutdown` (the app's lifespan end) joins the thread.
+
+If a step raises, the engine thread fails every open stream with
+EngineDead, marks itself unhealthy and calls `on_fatal` (the CLI exits
+non-zero so that a supervisor restarts the server).
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ class EngineDead(RuntimeError):
     """The engine thread stopped (shut down, or a step raised)."""
 
 
+class RequestFailed(RuntimeError):
+    """The engine failed this request (its step raised); others go on."""
+
+
 class RequestStream:
     """Outputs of one request, in order, as the engine produces them.
 
@@ -47,7 +58,9 @@ class RequestStream:
         self.owner, self.request_id, self.arrival = owner, request_id, arrival
         self.queue: asyncio.Queue = asyncio.Queue()
         self.finished = False
+        self.failed = False   # an error was (or is being) delivered instead of a final output
         self.first_token_time: float | None = None
+        self.num_prompt_tokens = 0
         self.num_output_tokens = 0
 
     def __aiter__(self) -> RequestStream:
@@ -58,7 +71,7 @@ class RequestStream:
             raise StopAsyncIteration
         item = await self.queue.get()
         if isinstance(item, BaseException):
-            self.finished = True
+            self.finished = self.failed = True
             raise item
         self.finished = bool(item.finished)
         return item
@@ -71,21 +84,24 @@ class RequestStream:
 class AsyncEngine:
     """Serves one engine to many asyncio tasks (see module doc).
 
-    `on_output(stream, output, now)` and `on_close(stream, aborted)` are
-    optional hooks (metrics) called on the event loop thread.
+    `on_output(stream, output, now)` and `on_close(stream, reason)` (reason:
+    None for a request that finished, "abort" or "error") are optional
+    hooks (metrics); `on_fatal()` is called once the engine thread has
+    failed for good.  All run on the event loop thread.
     """
 
     def __init__(self, engine: Any, *, on_output: Callable | None = None,
-                 on_close: Callable | None = None) -> None:
+                 on_close: Callable | None = None, on_fatal: Callable | None = None) -> None:
         self.engine = engine
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, RequestStream] = {}
         self._live: set[str] = set()   # engine-thread view of unfinished request ids
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_output, self._on_close = on_output, on_close
+        self._on_output, self._on_close, self.on_fatal = on_output, on_close, on_fatal
         self.error: BaseException | None = None
         self._stopping = False
+        self._draining: asyncio.Task | None = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -104,19 +120,33 @@ class AsyncEngine:
     def num_in_flight(self) -> int:
         return len(self._streams)
 
-    async def shutdown(self, drain_timeout_s: float = 0.0) -> None:
-        """Let in-flight requests finish for up to `drain_timeout_s`, abort
-        the rest (their streams raise EngineDead), and join the thread."""
+    def begin_drain(self, drain_timeout_s: float) -> None:
+        """Shutdown has begun: refuse new requests; requests still running
+        after `drain_timeout_s` fail with EngineDead and are aborted.
+        Idempotent; call on the event loop."""
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain(drain_timeout_s))
+
+    async def _drain(self, drain_timeout_s: float) -> None:
         deadline = time.monotonic() + drain_timeout_s
         while self._streams and time.monotonic() < deadline and self.healthy:
             await asyncio.sleep(0.02)
+        if self._streams:
+            log.info("drain timeout (%.1f s) expired: failing %d request(s) still running",
+                     drain_timeout_s, len(self._streams))
+        self._fail(list(self._streams), EngineDead(f"server shut down before the request finished "
+                                                   f"(drain timeout {drain_timeout_s:g} s)"))
+
+    async def shutdown(self, drain_timeout_s: float = 0.0) -> None:
+        """Drain (see begin_drain) if that has not begun, then stop and
+        join the engine thread, which aborts whatever is left."""
+        self.begin_drain(drain_timeout_s)
+        await self._draining
         self._stopping = True
         if self._thread is not None:
             self._commands.put(_STOP)
             await asyncio.to_thread(self._thread.join)
-        for stream in list(self._streams.values()):
-            stream.queue.put_nowait(EngineDead("server is shutting down"))
-        self._streams.clear()
+        self._fail(list(self._streams), EngineDead("server is shutting down"))
 
     # -------------------------------------------------------------- requests
     async def call(self, fn: Callable[[Any], T]) -> T:
@@ -124,6 +154,8 @@ class AsyncEngine:
         result or raises its exception."""
         if not self.healthy or self._stopping:
             raise EngineDead("engine is not running")
+        if self._draining is not None:
+            raise EngineDead("server is shutting down")
         fut = self._loop.create_future()
         self._commands.put((fn, fut))
         return await fut
@@ -135,6 +167,7 @@ class AsyncEngine:
         if request_id in self._streams:
             raise ValueError(f"request id {request_id!r} is already in use")
         stream = RequestStream(self, request_id, time.monotonic())
+        stream.num_prompt_tokens = len(prompt) if not isinstance(prompt, str) else 0
         self._streams[request_id] = stream
 
         def add(engine: Any) -> None:
@@ -153,11 +186,11 @@ class AsyncEngine:
         if self._streams.get(stream.request_id) is not stream:
             return
         del self._streams[stream.request_id]
-        aborted = not stream.finished
-        if aborted:
+        reason = "error" if stream.failed else None if stream.finished else "abort"
+        if reason is not None:   # for "error", whoever failed it aborted it already; aborting twice is a no-op
             self._submit(lambda e: self._abort_now(e, stream.request_id))
         if self._on_close is not None:
-            self._on_close(stream, aborted)
+            self._on_close(stream, reason)
 
     def _abort_now(self, engine: Any, request_id: str) -> None:
         if request_id in self._live:
@@ -186,9 +219,9 @@ class AsyncEngine:
                 if outputs:
                     self._to_loop(self._dispatch, outputs, now)
         except BaseException as e:   # a bug in a step must not leave clients hanging
-            log.exception("engine thread failed")
+            log.exception("engine thread failed; failing every request")
             self.error = e
-            self._to_loop(self._fail_all, EngineDead(f"engine failed: {type(e).__name__}"))
+            self._to_loop(self._fatal, EngineDead(f"engine failed: {type(e).__name__}"))
             return
         for request_id in list(self._live):   # shutdown: release what is left
             self._abort_now(engine, request_id)
@@ -225,8 +258,8 @@ class AsyncEngine:
     def _dispatch(self, outputs: list, now: float) -> None:
         for out in outputs:
             stream = self._streams.get(out.request_id)
-            if stream is None:
-                continue   # closed by its consumer; the abort is on its way
+            if stream is None or stream.failed:
+                continue   # closed by its consumer or failed; the abort is on its way
             n = len(out.outputs[0].token_ids) if out.outputs else 0
             if n and stream.first_token_time is None:
                 stream.first_token_time = now
@@ -235,9 +268,19 @@ class AsyncEngine:
                 self._on_output(stream, out, now)
             stream.queue.put_nowait(out)
 
-    def _fail_all(self, err: BaseException) -> None:
-        for stream in self._streams.values():
-            stream.queue.put_nowait(err)
+    def _fail(self, request_ids: list[str], err: BaseException) -> None:
+        """End these requests' streams with `err` and abort them in the engine."""
+        for request_id in request_ids:
+            stream = self._streams.get(request_id)
+            if stream is not None and not stream.failed:
+                stream.failed = True
+                stream.queue.put_nowait(err)
+                self._submit(lambda e, r=request_id: self._abort_now(e, r))
+
+    def _fatal(self, err: BaseException) -> None:
+        self._fail(list(self._streams), err)
+        if self.on_fatal is not None:
+            self.on_fatal()
 
 
 def _settle(fut: asyncio.Future, result: Any, err: BaseException | None) -> None:

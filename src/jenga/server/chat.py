@@ -37,9 +37,9 @@ def _message_dict(i: int, msg: Any, limits: ImageLimits, accepts_images: bool,
             parts.append({"type": "text", "text": part.text})
             continue
         param = f"messages[{i}].content[{j}]"
-        images.append(load_image(part.image_url.url, limits, param))
-        if not accepts_images:
+        if not accepts_images:   # before decoding anything: a text model never pays for an image
             raise invalid("model does not accept images", param)
+        images.append(load_image(part.image_url.url, limits, param))
         parts.append({"type": "image"})
     return {"role": msg.role, "content": parts}
 
@@ -47,8 +47,9 @@ def _message_dict(i: int, msg: Any, limits: ImageLimits, accepts_images: bool,
 def render_chat(req: ChatCompletionRequest, tokenizer: Any, limits: ImageLimits,
                 accepts_images: bool) -> ChatPrompt:
     """Template the conversation into token ids.  Raises APIError (400) for
-    images that are refused or undecodable, or for a model whose images
-    are not accepted, and when the template rejects the conversation."""
+    any image when the model takes none (before reading it), for images
+    that are refused or undecodable, and when the template rejects the
+    conversation."""
     images: list[LoadedImage] = []
     messages = [_message_dict(i, m, limits, accepts_images, images) for i, m in enumerate(req.messages)]
     try:

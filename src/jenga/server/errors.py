@@ -15,6 +15,8 @@ import re
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from .async_engine import RequestFailed
+
 log = logging.getLogger("jenga.server")
 
 # Field names our validators put first in ValueError messages
@@ -60,6 +62,12 @@ def overloaded(message: str, retry_after_s: int = 1) -> APIError:
     """A 503 telling the client to come back (full waiting queue)."""
     return APIError(message, status=503, type="server_overloaded", code="queue_full",
                     headers={"Retry-After": str(retry_after_s)})
+
+
+def engine_error(err: Exception) -> APIError:
+    """What a client sees when the engine fails its request: 503 when the
+    engine stopped (shutdown, fatal failure), 500 when a step failed."""
+    return APIError(str(err), status=500 if isinstance(err, RequestFailed) else 503, type="server_error")
 
 
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none", "function-after", "function-before"}

@@ -152,10 +152,13 @@ class ServerMetrics:
             if n > 1:
                 self.tpot.observe((now - stream.first_token_time) / (n - 1))
 
-    def on_close(self, stream: Any, aborted: bool) -> None:
-        """AsyncEngine hook: a request whose client left counts as abort."""
-        if aborted:
-            self.requests.labels("abort").inc()
+    def on_close(self, stream: Any, reason: str | None) -> None:
+        """AsyncEngine hook: a request that ended without its final output
+        (reason "abort": the client left; "error": the engine failed it)
+        counts with the tokens it had, prompt and generated alike."""
+        if reason is not None:
+            self.requests.labels(reason).inc()
+            self.prompt_tokens.inc(stream.num_prompt_tokens)
             self.generation_tokens.inc(stream.num_output_tokens)
 
     def render(self, snap: EngineSnapshot | None) -> bytes:

@@ -1,14 +1,17 @@
 """Request and response models of the OpenAI-compatible API (pydantic).
 
 Requests are parsed here and turned into the engine's `SamplingParams`;
-every rejection is an `APIError` naming the field (`param`).  Fields we
-do not implement (logprobs, penalties, tools, ...) are refused when set
-to anything but their neutral value rather than silently ignored.
+every rejection is an `APIError` naming the field (`param`).  Types are
+strict (`temperature: true`, `stream: "yes"` are refused).  Every field is
+honoured or refused: fields SamplingParams carries pass through to it,
+fields we do not implement (logprobs, tools, ...) are refused when set to
+anything but their neutral value, unknown fields (typos) are refused.
 Responses are pydantic models too, so the wire format lives in one file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Annotated, Any, Literal, Union
 
@@ -19,16 +22,43 @@ from .errors import from_value_error, invalid, pydantic_error
 
 MAX_STOP_STRINGS = 16
 INT64 = (-(1 << 63), (1 << 63) - 1)   # what the samplers' generators take
-Int = Annotated[int, Strict()]   # no true -> 1, no 2.5 -> error far from the field
-# (field, neutral value): set to anything else, the request is refused.
-UNSUPPORTED = (("logprobs", None), ("top_logprobs", None), ("echo", False), ("best_of", 1),
-               ("presence_penalty", 0.0), ("frequency_penalty", 0.0), ("logit_bias", None),
-               ("suffix", None), ("tools", None), ("tool_choice", None), ("response_format", None),
-               ("repetition_penalty", 1.0))
+Int = Annotated[int, Strict()]       # no true -> 1, no 2.5 -> error far from the field
+Float = Annotated[float, Strict()]   # ints are fine, true and "1" are not
+Bool = Annotated[bool, Strict()]     # no "yes" -> True
+
+# OpenAI / vLLM fields that SamplingParams carries under the same name (vLLM's
+# names), with their neutral value: sent, they are passed through and
+# validated there; if this engine's SamplingParams lacks one, a request that
+# sets it to anything but the neutral value is refused (never ignored).
+PASSED_TO_SAMPLING = (("min_p", 0.0), ("presence_penalty", 0.0), ("frequency_penalty", 0.0),
+                      ("repetition_penalty", 1.0), ("logit_bias", None), ("include_stop_str_in_output", False),
+                      ("skip_special_tokens", True))
+# Fields this server does not implement, with the values that mean "off";
+# any other value is refused with 400 naming the field.  Unknown fields
+# (typos such as `max_token`) are refused too.
+NEUTRAL: dict[str, tuple] = {
+    "logprobs": (False, None), "top_logprobs": (0, None), "echo": (False,), "best_of": (1, None),
+    "suffix": ("", None), "tools": ([], None), "tool_choice": ("none", None), "functions": ([], None),
+    "function_call": ("none", None), "parallel_tool_calls": (True, False, None),
+    "response_format": ({"type": "text"}, None), "store": (False, None), "metadata": ({}, None),
+    "service_tier": ("auto", "default", None), "modalities": (["text"], None), "prediction": (None,),
+    "audio": (None,), "reasoning_effort": (None,), "web_search_options": (None,),
+    "prompt_logprobs": (None,), "spaces_between_special_tokens": (True,),
+    "add_generation_prompt": (True,), "continue_final_message": (False,), "chat_template_kwargs": ({}, None),
+}
+_SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
+
+
+def _is_neutral(value: Any, neutral: tuple) -> bool:
+    # == would call True equal to 1 and 0.0 equal to False: compare types too
+    return any(type(value) is type(n) and value == n or (isinstance(n, float) and type(value) is int
+                                                          and value == n) for n in neutral)
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: Bool = False
 
 
 class _Common(BaseModel):
@@ -39,16 +69,16 @@ class _Common(BaseModel):
 
     model: str
     max_tokens: Int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: Float = 1.0
+    top_p: Float = 1.0
     top_k: Int = 0
     seed: Int | None = None
     stop: str | list[str] | None = None
     stop_token_ids: list[Int] | None = None
     min_tokens: Int = 0
-    ignore_eos: bool = False
+    ignore_eos: Bool = False
     n: Int = 1
-    stream: bool = False
+    stream: Bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
 
@@ -62,10 +92,7 @@ class _Common(BaseModel):
 
     def check(self, max_model_len: int) -> None:
         """Refuse values the engine must never see; raises APIError."""
-        for name, neutral in UNSUPPORTED:
-            value = (self.model_extra or {}).get(name)
-            if value and value != neutral:   # null, false, 0, {} and [] are neutral too
-                raise invalid(f"{name} is not supported by this server", name)
+        self._check_extra_fields()
         if self.n != 1:
             raise invalid(f"n must be 1 (got {self.n}): this server returns one choice per request", "n")
         if self.max_tokens is not None and not 1 <= self.max_tokens <= max_model_len:
@@ -89,6 +116,26 @@ class _Common(BaseModel):
             raise invalid("stop_token_ids must be non-negative token ids", "stop_token_ids")
         if self.min_tokens < 0:
             raise invalid(f"min_tokens must be >= 0, got {self.min_tokens}", "min_tokens")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise invalid(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})",
+                          "min_tokens")
+
+    def _check_extra_fields(self) -> None:
+        """Fields outside the model: passed to SamplingParams, neutral, or refused."""
+        passed = dict(PASSED_TO_SAMPLING)
+        for name, value in (self.model_extra or {}).items():
+            if name in passed and name in _SAMPLING_FIELDS:
+                continue
+            neutral = (passed[name],) if name in passed else NEUTRAL.get(name)
+            if neutral is None:
+                raise invalid(f"unknown field `{name}`", name)
+            if not _is_neutral(value, neutral):
+                raise invalid(f"{name} is not supported by this server (only {neutral[0]!r} is accepted)", name)
+
+    def sampling_extras(self) -> dict[str, Any]:
+        """The PASSED_TO_SAMPLING fields this request sets (SamplingParams validates them)."""
+        extra = self.model_extra or {}
+        return {name: extra[name] for name, _ in PASSED_TO_SAMPLING if name in extra and name in _SAMPLING_FIELDS}
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
@@ -99,11 +146,15 @@ class _Common(BaseModel):
     def sampling_params(self, max_tokens: int) -> SamplingParams:
         """The engine's parameters, `max_tokens` already resolved against
         the prompt.  Raises APIError naming the field."""
+        if self.min_tokens > max_tokens:
+            raise invalid(f"min_tokens ({self.min_tokens}) is more than the {max_tokens} output tokens that fit "
+                          "the context after the prompt", "min_tokens")
         try:
             return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
                                   top_k=self.top_k, seed=self.seed, stop=self.stop_strings,
                                   stop_token_ids=tuple(self.stop_token_ids or ()),
-                                  min_tokens=min(self.min_tokens, max_tokens), ignore_eos=self.ignore_eos)
+                                  min_tokens=self.min_tokens, ignore_eos=self.ignore_eos,
+                                  **self.sampling_extras())
         except ValueError as e:
             raise from_value_error(e, None) from None
 
@@ -186,7 +237,7 @@ def parse(model: type[BaseModel], raw: bytes) -> Any:
         errors = e.errors(include_url=False)
         if errors[0]["type"] in ("json_invalid", "json_type"):
             raise invalid(f"request body is not valid JSON: {errors[0]['msg']}", None) from None
-        if errors[0]["type"] == "model_type":
+        if errors[0]["type"] == "model_type" and not errors[0]["loc"]:
             raise invalid("request body must be a JSON object", None) from None
         raise pydantic_error(errors) from None
 

@@ -4,7 +4,8 @@ The engine's `RequestOutput` carries the request's text and token ids so
 far; each SSE chunk sends the text added since the previous one.  Streams
 end with `data: [DONE]`; when `stream_options.include_usage` is set, every
 chunk has `"usage": null` and one last chunk with no choices carries it.
-An engine error ends a stream with an `{"error": ...}` event, then [DONE].
+An engine error (a failed step, a shutdown past the drain timeout) ends a
+stream with an `{"error": ...}` event, then [DONE].
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from .async_engine import EngineDead, RequestStream
-from .errors import APIError
+from .async_engine import EngineDead, RequestFailed, RequestStream
+from .errors import APIError, engine_error
 from .protocol import (AssistantMessage, ChatChoice, ChatCompletionResponse, CompletionChoice,
                        CompletionResponse, Usage)
 
@@ -104,8 +105,8 @@ async def _events(stream: RequestStream, model: str, include_usage: bool, chat: 
             yield _event({**base, "choices": [], "usage": usage_of(last).model_dump()})
     except APIError as e:
         yield _event(e.body())
-    except EngineDead as e:
-        yield _event(APIError(str(e), status=503, type="server_error").body())
+    except (EngineDead, RequestFailed) as e:
+        yield _event(engine_error(e).body())
     yield "data: [DONE]\n\n"
 
 
