@@ -8,9 +8,8 @@ import socket
 import threading
 import time
 
-import uvicorn
-
 from jenga.server.app import ServerConfig, build_app
+from jenga.server.run import DrainingServer
 
 
 MAX_MODEL_LEN = 256
@@ -42,8 +41,7 @@ class LiveServer:
         self.port = self.sock.getsockname()[1]
         self.root = f"http://127.0.0.1:{self.port}"
         self.base_url = self.root + "/v1"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="critical",
-                                                    timeout_graceful_shutdown=config["drain_timeout_s"]))
+        self.server = DrainingServer(self.app, log_level="critical")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -70,6 +68,7 @@ class LiveServer:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        self.server.should_exit = True
+        """What SIGTERM does: drain, then exit."""
+        self.server.stop()
         self.thread.join(30)
         self.sock.close()

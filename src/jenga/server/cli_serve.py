@@ -54,8 +54,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-image-bytes", type=parse_bytes, default=20 * 2**20)
     parser.add_argument("--allowed-local-media-path", default=None,
                         help="directory from which chat messages may reference local image files")
+    parser.add_argument("--max-request-bytes", type=parse_bytes, default=None,
+                        help="largest request body, 413 beyond it (default: derived from max_model_len, "
+                             "see docs/server.md)")
+    parser.add_argument("--allowed-origins", nargs="+", default=(),
+                        help="origins allowed to call the server from a browser (CORS; default: none)")
     parser.add_argument("--drain-timeout", type=float, default=5.0,
-                        help="seconds in-flight requests may finish on shutdown before being aborted")
+                        help="seconds in-flight requests may finish on shutdown; those still running then "
+                             "get an error")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     add_dataclass_args(parser, EngineConfig, skip=("model", "kv_cache_memory", "max_model_len"))
 
@@ -75,18 +81,17 @@ def build_server_config(args: argparse.Namespace, engine):
     api_key = args.api_key if args.api_key is not None else os.environ.get("JENGA_API_KEY") or None
     return ServerConfig(served_model_name=name, api_key=api_key, max_image_bytes=args.max_image_bytes,
                         allowed_local_media_path=args.allowed_local_media_path,
-                        drain_timeout_s=args.drain_timeout,
-                        # base64 images grow by 4/3: leave room for a few full-size ones
-                        max_body_bytes=max(64 * 2**20, 4 * args.max_image_bytes))
+                        drain_timeout_s=args.drain_timeout, max_body_bytes=args.max_request_bytes,
+                        allowed_origins=tuple(args.allowed_origins))
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    """Load the engine and serve until interrupted.  Returns the exit code
-    (2 for a bad option value, reported without a traceback)."""
-    import uvicorn
-
+    """Load the engine and serve until interrupted.  Returns the exit code:
+    0 after a shutdown signal, 1 when the engine failed for good, 2 for a
+    bad option value (reported in one line, without a traceback)."""
     from ..engine.llm_engine import LLMEngine
     from .app import build_app
+    from .run import run
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -99,13 +104,10 @@ def serve_main(args: argparse.Namespace) -> int:
         log.warning("listening on %s without an API key: anyone who can reach it may use it", args.host)
     log.info("serving %s as %r on http://%s:%d/v1 (max_model_len %d)", engine.model_path,
              server_config.served_model_name, args.host, args.port, engine.max_model_len)
-    app = build_app(engine, server_config)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                    timeout_graceful_shutdown=args.drain_timeout)
+        return run(build_app(engine, server_config), host=args.host, port=args.port, log_level=args.log_level)
     finally:
         engine.close()   # tensor-parallel workers end with the server
-    return 0
 
 
 main = serve_main
