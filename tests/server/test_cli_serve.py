@@ -52,3 +52,24 @@ def test_server_config_name_and_api_key(monkeypatch):
     monkeypatch.delenv("JENGA_API_KEY")
     cfg = build_server_config(build_parser().parse_args(["/x/tiny/"]), engine)
     assert (cfg.served_model_name, cfg.api_key) == ("/x/tiny", None)
+
+
+def test_request_limit_and_cors_flags():
+    args = build_parser().parse_args(["--max-request-bytes", "2MiB", "--allowed-origins", "http://a", "http://b"])
+    engine = SimpleNamespace(model_path=SimpleNamespace(name="m"))
+    cfg = build_server_config(args, engine)
+    assert (cfg.max_body_bytes, cfg.allowed_origins) == (2 * 2**20, ("http://a", "http://b"))
+    cfg = build_server_config(build_parser().parse_args([]), engine)
+    assert (cfg.max_body_bytes, cfg.allowed_origins) == (None, ())   # derived from the context; no CORS
+
+
+def test_conflicting_sizes_refuse_to_start_in_one_line(tiny_model_dir, capsys):
+    """A pool of 4 pages cannot hold the 256-token context asked for."""
+    from jenga.server.cli_serve import serve_main
+
+    args = build_parser().parse_args([str(tiny_model_dir), "--device", "cpu", "--kv-cache-memory", "64KiB",
+                                      "--max-model-len", "256"])
+    assert serve_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "max_model_len=256 (--max-model-len)" in err and "--kv-cache-memory" in err

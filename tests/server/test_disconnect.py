@@ -4,6 +4,8 @@ released; shutdown aborts what is left and leaves no thread running."""
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 import time
 
@@ -47,9 +49,18 @@ class Freezer:
         self.thread.join()
 
 
+def _counter(live, name: str) -> float:
+    for line in httpx.get(live.root + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def test_stream_disconnect_aborts_the_request(live):
     live.wait_idle()
     generated = live.on_engine(lambda e: e.stats().generated_tokens)
+    prompt_metric, generated_metric = _counter(live, "jenga_prompt_tokens_total"), \
+        _counter(live, "jenga_generation_tokens_total")
     with httpx.Client(base_url=live.base_url, timeout=30) as client:
         with client.stream("POST", "/completions", json={**LONG, "stream": True}) as resp:
             assert resp.status_code == 200
@@ -65,6 +76,24 @@ def test_stream_disconnect_aborts_the_request(live):
     _no_pages_held(live)
     text = httpx.get(live.root + "/metrics").text
     assert 'jenga_requests_total{finish_reason="abort"}' in text
+    # the aborted request counts its prompt and the tokens it had generated
+    prompt_len = len(live.engine.tokenizer.encode(LONG["prompt"]))
+    assert _counter(live, "jenga_prompt_tokens_total") - prompt_metric == prompt_len
+    assert _counter(live, "jenga_generation_tokens_total") - generated_metric >= 1
+
+
+def test_disconnect_during_upload_is_one_log_line(live, caplog):
+    """A client that leaves mid-body is a 499 in the log: one INFO line,
+    no error, no traceback."""
+    with caplog.at_level(logging.INFO, logger="jenga.server"):
+        with socket.create_connection(("127.0.0.1", live.port)) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"model\": \"tiny\", ")
+        _wait(lambda: any("disconnected during upload" in r.getMessage() for r in caplog.records))
+    ours = [r for r in caplog.records if r.name == "jenga.server"]
+    assert [r.levelno for r in ours] == [logging.INFO] and ours[0].exc_info is None
+    assert "499" in ours[0].getMessage()
+    assert httpx.get(live.root + "/health").status_code == 200
 
 
 def test_non_streaming_disconnect_aborts_the_request(live):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import threading
 
 import httpx
@@ -60,6 +61,18 @@ def assert_400(resp: httpx.Response, param: str | None, words: str) -> None:
     ({**GOOD_COMPLETION, "stop_token_ids": [-1]}, "stop_token_ids", "non-negative"),
     ({**GOOD_COMPLETION, "min_tokens": -1}, "min_tokens", "min_tokens must be"),
     ({**GOOD_COMPLETION, "stream_options": {"include_usage": True}}, "stream_options", "only allowed"),
+    ({**GOOD_COMPLETION, "max_token": 5}, "max_token", "unknown field"),
+    ({**GOOD_COMPLETION, "functions": [{"name": "f"}]}, "functions", "not supported"),
+    ({**GOOD_COMPLETION, "tool_choice": "auto"}, "tool_choice", "not supported"),
+    ({**GOOD_COMPLETION, "response_format": {"type": "json_object"}}, "response_format", "not supported"),
+    ({**GOOD_COMPLETION, "logprobs": True}, "logprobs", "not supported"),
+    ({**GOOD_COMPLETION, "temperature": True}, "temperature", "valid number"),
+    ({**GOOD_COMPLETION, "top_p": "0.5"}, "top_p", "valid number"),
+    ({**GOOD_COMPLETION, "stream": "yes"}, "stream", "valid boolean"),
+    ({**GOOD_COMPLETION, "ignore_eos": 1}, "ignore_eos", "valid boolean"),
+    ({**GOOD_COMPLETION, "min_tokens": 5, "max_tokens": 2}, "min_tokens", "must not exceed max_tokens"),
+    ({**GOOD_COMPLETION, "stream": True, "stream_options": {"include_usage": True, "x": 1}},
+     "stream_options.x", "Extra inputs"),
 ])
 def test_bad_completion_requests(live, body, param, words):
     assert_400(post(live, "/completions", body), param, words)
@@ -73,6 +86,8 @@ def test_bad_completion_requests(live, body, param, words):
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "messages[0].content[0].image_url.url",
      "Field required"),
     ([{"role": "user", "content": "word " * 300}], "messages", "maximum context length is 256"),
+    (["Hi"], "messages[0]", "Input should be an object"),
+    ([{"role": "user", "content": "x" * 100_000}], "messages", "characters cannot fit"),
 ])
 def test_bad_chat_messages(live, messages, param, words):
     assert_400(post(live, "/chat/completions", {**GOOD_CHAT, "messages": messages}), param, words)
@@ -89,6 +104,60 @@ def _png(size=(4, 4)) -> bytes:
 def _image_chat(url: str) -> dict:
     content = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": url}}]
     return {**GOOD_CHAT, "messages": [{"role": "user", "content": content}]}
+
+
+@pytest.mark.parametrize("extra", [{"tool_choice": "none"}, {"response_format": {"type": "text"}},
+                                   {"tools": []}, {"logprobs": False}, {"parallel_tool_calls": True},
+                                   {"presence_penalty": 0}, {"echo": False}, {"best_of": 1}])
+def test_neutral_values_of_unimplemented_fields_are_accepted(live, extra):
+    assert post(live, "/chat/completions", {**GOOD_CHAT, **extra}).status_code == 200
+
+
+@pytest.mark.parametrize("field,value", [("min_p", 0.5), ("presence_penalty", 0.5), ("frequency_penalty", 0.5),
+                                         ("repetition_penalty", 1.2), ("logit_bias", {"5": 1.0}),
+                                         ("include_stop_str_in_output", True), ("skip_special_tokens", False)])
+def test_sampling_fields_are_passed_through_or_refused(live, field, value):
+    """Honoured when SamplingParams has the field, a 400 naming it when not."""
+    from jenga.sched.params import SamplingParams
+    from jenga.server.protocol import CompletionRequest, parse
+
+    r = post(live, "/completions", {**GOOD_COMPLETION, field: value})
+    if field in SamplingParams.__dataclass_fields__:
+        assert r.status_code == 200, r.text
+        req = parse(CompletionRequest, json.dumps({**GOOD_COMPLETION, field: value}).encode())
+        assert getattr(req.sampling_params(2), field) == SamplingParams(**{field: value}).__dict__[field]
+    else:
+        assert_400(r, field, "not supported")
+
+
+def test_bodies_must_be_declared_json(live):
+    """A text/plain POST is a CORS "simple request" any web page can send;
+    it is refused, and no CORS header invites a browser in."""
+    for kind in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": kind} if kind else {}
+        r = httpx.post(live.base_url + "/completions", content=json.dumps(GOOD_COMPLETION), headers=headers)
+        assert r.status_code == 415 and "application/json" in r.json()["error"]["message"], r.text
+    r = httpx.post(live.base_url + "/completions", content=json.dumps(GOOD_COMPLETION),
+                   headers={"content-type": "application/json; charset=utf-8", "origin": "http://evil.example"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    pre = httpx.options(live.base_url + "/completions", headers={"origin": "http://evil.example",
+                                                                 "access-control-request-method": "POST"})
+    assert "access-control-allow-origin" not in pre.headers
+
+
+def test_cors_only_for_allowed_origins(make_engine):
+    from live import LiveServer
+
+    server = LiveServer(make_engine(), allowed_origins=("http://localhost:3000",))
+    try:
+        def preflight(origin):
+            return httpx.options(server.base_url + "/completions", headers={
+                "origin": origin, "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type"})
+        assert preflight("http://localhost:3000").headers["access-control-allow-origin"] == "http://localhost:3000"
+        assert "access-control-allow-origin" not in preflight("http://evil.example").headers
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("url", [

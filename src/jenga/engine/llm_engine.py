@@ -39,7 +39,8 @@ from ..sched.request import FinishReason, Request
 from ..sched.executor import Executor, StepEvent
 from ..sched.scheduler import Scheduler
 from ..sched.step import StepPlan, StepResult
-from .config import DEFAULT_CPU_KV_BYTES, EngineConfig
+from . import sizing
+from .config import EngineConfig
 from .executor import MAX_CONSECUTIVE_FAILURES, EngineDead, StepFailed, is_fatal
 from .outputs import RequestOutput
 from .parallel_sampling import Fanout, child_params
@@ -145,9 +146,13 @@ class LLMEngine:
         if config.speculative_model is not None:
             self.shape, self.draft_model = self._load_draft(Path(config.speculative_model))
             self.max_model_len = self._max_model_len(config)
-        self.plan = self._build_plan(config)
+        self.plan = self._build_plan(config, self._kv_budget())
         self.manager = MemoryManager(self.plan, enable_prefix_caching=config.enable_prefix_caching,
                                      mamba_interval=config.mamba_checkpoint_interval)
+        # the context the pool can hold (lowered and logged, or a ValueError naming the flags)
+        self.max_model_len = sizing.fit_max_model_len(
+            self.manager, model_len=self.shape.max_context or self.max_model_len, user_len=config.max_model_len, chunk=config.max_num_batched_tokens,
+            spare=2 * config.num_speculative_tokens, budget_source=self._budget_source())
         self.scheduler = Scheduler(config.scheduler_config(), self.manager, max_model_len=self.max_model_len)
         self.kv_pool = KVPool(self.plan, device=self.device)
         self.sampler = Sampler(self.tokenizer.eos_token_ids, seed=config.seed)
@@ -210,11 +215,11 @@ class LLMEngine:
             raise ValueError(f"max_model_len={config.max_model_len} exceeds the model's context of {limit}")
         return config.max_model_len
 
-    def _build_plan(self, config: EngineConfig) -> MemoryPlan:
-        """The allocator's plan for the KV budget; `static` splits the pool
+    def _build_plan(self, config: EngineConfig, budget: int) -> MemoryPlan:
+        """The allocator's plan for a KV budget; `static` splits the pool
         as the paper artifact's static partition does (by page bytes,
         sliding and Mamba groups halved), fixed before any request."""
-        budget, kw = self._kv_budget(), {"page_tokens": config.page_tokens}
+        kw = {"page_tokens": config.page_tokens}
         if config.allocator == "static":
             probe = build_plan(self.shape, budget, allocator="jenga", **kw)
             kw["static_share"] = artifact_static_share(probe.groups)
@@ -223,14 +228,25 @@ class LLMEngine:
     def _kv_budget(self) -> int:
         if self.config.kv_cache_memory is not None:
             return self.config.kv_cache_memory
-        if self.device.type != "cuda":
-            return DEFAULT_CPU_KV_BYTES
+        if self.device.type != "cuda":   # sized for the full context, within the memory left (sizing.py)
+            spare = 2 * self.config.num_speculative_tokens
+            return sizing.default_cpu_pool_bytes(lambda b: self._build_plan(self.config, b),
+                                                 self.max_model_len + spare, self.config.max_num_batched_tokens,
+                                                 sizing.available_memory_bytes())
         free, total = torch.cuda.mem_get_info(self.device)
         budget = int(free - total * (1.0 - self.config.gpu_memory_utilization))
         if budget <= 0:
             raise ValueError(f"gpu_memory_utilization={self.config.gpu_memory_utilization} leaves no memory for "
                              f"the KV pool ({free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB)")
         return budget
+
+    def _budget_source(self) -> str:
+        """How the KV budget was chosen, as error messages name it."""
+        if self.config.kv_cache_memory is not None:
+            return f"kv_cache_memory={sizing.mib(self.config.kv_cache_memory)} (--kv-cache-memory)"
+        if self.device.type == "cuda":
+            return f"gpu_memory_utilization={self.config.gpu_memory_utilization} (--gpu-memory-utilization)"
+        return "the default CPU pool (sized from available memory; set --kv-cache-memory)"
 
     # ---------------------------------------------------------- requests
     def add_request(self, request_id: str, prompt: str | Sequence[int], params: SamplingParams | None = None,

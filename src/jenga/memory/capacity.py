@@ -2,7 +2,7 @@
 
 Read-only views of a manager's pool and policies, kept apart from the
 manager's state changes: whether a request fits the pool at all
-(`fits_alone`), whether it fits now (`has_room_for`), and the bytes each
+(`fits_alone`, `large_pages_alone`), whether it fits now (`has_room_for`), and the bytes each
 group uses, caches and still needs (`usage`).
 """
 
@@ -23,12 +23,19 @@ def _peak(p, num_tokens: int, encoder_tokens: int, chunk: int | None) -> int:
     return p.peak_pages(num_tokens, encoder_tokens, chunk or num_tokens) + (0 if p.recurrent else 1)
 
 
+def large_pages_alone(policies: Sequence, plan: MemoryPlan, num_tokens: int, encoder_tokens: int,
+                      chunk: int | None = None) -> list[int]:
+    """Per group: the large pages a request of `num_tokens` tokens (prompt
+    + output) and `encoder_tokens` image tokens, computed at most `chunk`
+    tokens a step, holds at its peak with nothing else in the pool."""
+    return [-(-_peak(p, num_tokens, encoder_tokens, chunk) // g.per_large) for p, g in zip(policies, plan.groups)]
+
+
 def fits_alone(policies: Sequence, plan: MemoryPlan, num_tokens: int, encoder_tokens: int,
                chunk: int | None = None) -> bool:
-    """Whether a request of `num_tokens` tokens (prompt + output) and
-    `encoder_tokens` image tokens, computed at most `chunk` tokens a step,
-    fits in the pool with nothing else."""
-    need = [-(-_peak(p, num_tokens, encoder_tokens, chunk) // g.per_large) for p, g in zip(policies, plan.groups)]
+    """Whether such a request (see large_pages_alone) fits in the pool with
+    nothing else."""
+    need = large_pages_alone(policies, plan, num_tokens, encoder_tokens, chunk)
     if plan.static_share:   # each group must fit its own partition
         return all(n <= s for n, s in zip(need, plan.static_share))
     return sum(need) <= plan.num_large_pages
