@@ -139,3 +139,73 @@ def test_load_full(make_engine):
     kinds = _summary(outcomes)
     assert sum(kinds.values()) == 300
     assert kinds.get("complete", 0) >= 150 and kinds.get("disconnected", 0) >= 30
+
+
+def test_load_with_a_fault_a_burst_and_a_shutdown(make_engine):
+    """16 concurrent streaming clients on a server that runs 4 at a time
+    (a burst beyond max_num_seqs), half of them walking away, two whose
+    step is made to fail; then a shutdown (what SIGTERM does) with long
+    requests in flight.  Every client ends with a complete answer, its own
+    disconnect, or a clean error; afterwards nothing holds a page, nothing
+    runs or waits, and while it served the server stayed healthy."""
+    from test_faults import POISON, FaultyExecutor, no_pages_held, poisoned
+
+    engine = make_engine(max_num_seqs=4)
+    engine.executor = FaultyExecutor(engine.executor, poisoned)
+    server = LiveServer(engine, drain_timeout_s=0.3)
+
+    async def client(c: httpx.AsyncClient, i: int) -> str:
+        body = {"model": "tiny", "prompt": list(POISON) + [5] if i in (3, 9) else [5, 6, 7 + i],
+                "max_tokens": 24, "ignore_eos": True, "stream": True}
+        async with c.stream("POST", "/completions", json=body) as r:
+            events = []
+            async for line in r.aiter_lines():
+                if line:
+                    events.append(line)
+                if i % 2 and len(events) >= 2 and i not in (3, 9):
+                    return "walked away"
+        assert events[-1] == "data: [DONE]", events[-3:]
+        last = json.loads(events[-2][6:])
+        if "error" in last:
+            return "error: " + last["error"]["message"]
+        assert last["choices"][0]["finish_reason"] == "length"
+        return "complete"
+
+    async def long_stream(c: httpx.AsyncClient, started: asyncio.Event) -> str:
+        body = {"model": "tiny", "prompt": [5, 6], "max_tokens": 240, "ignore_eos": True, "stream": True}
+        async with c.stream("POST", "/completions", json=body) as r:
+            events = []
+            async for line in r.aiter_lines():
+                if line:
+                    events.append(line)
+                    started.set()
+        return events[-1] + " after " + json.loads(events[-2][6:]).get("error", {}).get("message", "no error")
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as c:
+            outcomes = await asyncio.gather(*(client(c, i) for i in range(16)))
+            assert (await c.get(server.root + "/health")).status_code == 200
+            server.wait_idle()
+            no_pages_held(server)
+            starts = [asyncio.Event() for _ in range(3)]
+            longs = [asyncio.ensure_future(long_stream(c, e)) for e in starts]
+            for e in starts:
+                await e.wait()
+            await asyncio.to_thread(server.stop)
+            return outcomes, await asyncio.gather(*longs)
+
+    try:
+        outcomes, at_shutdown = asyncio.run(main())
+    finally:
+        server.stop()
+    failed = "error: the engine failed while running this request (RuntimeError)"
+    assert outcomes[3] == outcomes[9] == failed
+    # a failed step fails the requests it ran (at most max_num_seqs each), no others
+    assert set(outcomes) <= {"complete", "walked away", failed} and outcomes.count(failed) <= 8, outcomes
+    assert outcomes.count("complete") >= 1 and outcomes.count("walked away") >= 1, outcomes
+    assert engine.executor.failures == 2
+    assert all(s.startswith("data: [DONE] after server shut down before the request finished") for s in at_shutdown)
+    assert not server.async_engine._thread.is_alive() and not server.thread.is_alive()
+    assert not engine.has_unfinished_requests()
+    engine.scheduler.manager.check_invariants()
+    assert engine.scheduler.manager.reqs == {} and engine.scheduler.manager.usage().used_bytes == 0

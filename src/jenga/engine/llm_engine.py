@@ -151,8 +151,8 @@ class LLMEngine:
                                      mamba_interval=config.mamba_checkpoint_interval)
         # the context the pool can hold (lowered and logged, or a ValueError naming the flags)
         self.max_model_len = sizing.fit_max_model_len(
-            self.manager, model_len=self.shape.max_context or self.max_model_len, user_len=config.max_model_len, chunk=config.max_num_batched_tokens,
-            spare=2 * config.num_speculative_tokens, budget_source=self._budget_source())
+            self.manager, model_len=self.shape.max_context or self.max_model_len, user_len=config.max_model_len,
+            chunk=config.max_num_batched_tokens, spare=2 * config.num_speculative_tokens, budget_source=self._budget_source())
         self.scheduler = Scheduler(config.scheduler_config(), self.manager, max_model_len=self.max_model_len)
         self.kv_pool = KVPool(self.plan, device=self.device)
         self.sampler = Sampler(self.tokenizer.eos_token_ids, seed=config.seed)

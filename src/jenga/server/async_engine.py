@@ -17,9 +17,13 @@ drain timeout expires, fails the requests still running with EngineDead
 and aborts them, so their clients get a clean error while the connection
 is still open; `shutdown` (the app's lifespan end) joins the thread.
 
-If a step raises, the engine thread fails every open stream with
-EngineDead, marks itself unhealthy and calls `on_fatal` (the CLI exits
-non-zero so that a supervisor restarts the server).
+A step that fails (`StepFailed`: the engine has already ended that step's
+requests with "error" and freed their pages) fails those requests'
+streams with RequestFailed, and the engine thread goes on serving the
+rest.  When the engine cannot go on (its EngineDead: the failure repeated,
+or a device error), or anything else escapes a step, the thread fails
+every open stream with EngineDead, marks itself unhealthy and calls
+`on_fatal` (the CLI then exits non-zero so that a supervisor restarts it).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from ..engine.executor import StepFailed
 
 T = TypeVar("T")
 log = logging.getLogger("jenga.server")
@@ -211,20 +217,31 @@ class AsyncEngine:
                     break
                 if not engine.has_unfinished_requests():
                     continue
-                outputs = engine.step()
+                try:
+                    outputs = engine.step()
+                except StepFailed as e:
+                    self._step_failed(e)
+                    continue
                 now = time.monotonic()
                 for out in outputs:
                     if out.finished:
                         self._live.discard(out.request_id)
                 if outputs:
                     self._to_loop(self._dispatch, outputs, now)
-        except BaseException as e:   # a bug in a step must not leave clients hanging
-            log.exception("engine thread failed; failing every request")
+        except BaseException as e:   # the engine cannot go on: no client may be left hanging
+            log.error("engine failed for good, failing every request: %s: %s", type(e).__name__, e, exc_info=e)
             self.error = e
-            self._to_loop(self._fatal, EngineDead(f"engine failed: {type(e).__name__}"))
+            self._to_loop(self._fatal, EngineDead(f"engine failed ({type(e).__name__}); the server is stopping"))
             return
         for request_id in list(self._live):   # shutdown: release what is left
             self._abort_now(engine, request_id)
+
+    def _step_failed(self, err: StepFailed) -> None:
+        log.error("a step failed; its %d request(s) get an error, the engine goes on: %s: %s",
+                  len(err.req_ids), type(err.cause).__name__, err.cause, exc_info=err.cause)
+        self._live.difference_update(err.req_ids)   # the engine ended them already
+        self._to_loop(self._fail, list(err.req_ids),
+                      RequestFailed(f"the engine failed while running this request ({type(err.cause).__name__})"))
 
     def _run_commands(self, block: bool) -> bool:
         """Execute queued commands; False once asked to stop."""
