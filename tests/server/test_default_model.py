@@ -21,7 +21,9 @@ import httpx
 import openai
 import pytest
 
-HEALTH_BOUND_S = 1.0   # generous: the measured figures are in docs/results/server-robustness.md
+# generous (a stream may also take 4x its quiet pace on a loaded machine): the
+# measured figures are in docs/results/server-robustness.md
+HEALTH_BOUND_S = 1.0
 
 
 def _free_port() -> int:
@@ -111,6 +113,10 @@ def test_hostile_requests_stall_neither_health_nor_streams(default_server):
     streamer = threading.Thread(target=stream)
     streamer.start()
     assert started.wait(60)
+    while len(stream_times) < 4:   # the stream's own pace first: the machine may be loaded
+        time.sleep(0.01)
+    quiet = sorted(b - a for a, b in zip(stream_times, stream_times[1:]))[1]
+    n_quiet = len(stream_times)
     attackers = [threading.Thread(target=attack, args=(n, b)) for n, b, _ in hostile]
     for t in attackers:
         t.start()
@@ -122,8 +128,8 @@ def test_hostile_requests_stall_neither_health_nor_streams(default_server):
     streamer.join(120)
     assert {n: statuses[n] for n, _, _ in hostile} == {n: next(iter(s)) for n, _, s in hostile}
     assert max(health) < HEALTH_BOUND_S, health
-    gaps = [b - a for a, b in zip(stream_times, stream_times[1:])]
-    assert len(stream_times) >= 10 and max(gaps) < HEALTH_BOUND_S, gaps
+    gaps = [b - a for a, b in zip(stream_times[n_quiet - 1:], stream_times[n_quiet:])]
+    assert len(stream_times) >= 10 and max(gaps) < max(HEALTH_BOUND_S, 4 * quiet), (quiet, gaps)
 
 
 def _collect_stream(url: str, body: dict, events: list, first: threading.Event) -> None:

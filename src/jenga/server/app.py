@@ -139,7 +139,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise APIError(f"Content-Type must be application/json, got {kind or 'none'!r}", status=415)
-    too_large = APIError(f"request body is larger than {limit} bytes", status=413)
+    # "Connection: close" makes uvicorn drop the connection after the 413
+    # instead of reading (and discarding) the rest of a huge upload
+    too_large = APIError(f"request body is larger than {limit} bytes", status=413, headers={"Connection": "close"})
     if int(request.headers.get("content-length") or 0) > limit:
         raise too_large
     body = bytearray()
