@@ -81,10 +81,13 @@ def one_case(root: str, body: bytes | None) -> dict:
     sent; /health is polled every 20 ms until the refusal arrives."""
     times: list[float] = []
     flowing = threading.Event()
+    # clients made up front: a new httpx client builds an SSL context, which
+    # holds this process's GIL while it times the server
+    streaming, poller, sender = (httpx.Client(timeout=300) for _ in range(3))
 
     def stream() -> None:
         req = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", root + "/v1/completions", json=req, timeout=300) as r:
+        with streaming.stream("POST", root + "/v1/completions", json=req) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
                     times.append(time.monotonic())
@@ -98,8 +101,7 @@ def one_case(root: str, body: bytes | None) -> dict:
     def attack() -> None:
         t0 = time.monotonic()
         try:
-            r = httpx.post(root + "/v1/chat/completions", content=body, timeout=300,
-                           headers={"content-type": "application/json"})
+            r = sender.post(root + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
             result["status"] = r.status_code
         except httpx.HTTPError as e:
             result["status"] = type(e).__name__
@@ -112,10 +114,12 @@ def one_case(root: str, body: bytes | None) -> dict:
     health: list[float] = []
     while (attacker and attacker.is_alive()) or (not attacker and time.monotonic() - t_attack < 1.0):
         t0 = time.monotonic()
-        httpx.get(root + "/health", timeout=300)
+        poller.get(root + "/health")
         health.append(time.monotonic() - t0)
         time.sleep(0.02)
     streamer.join()
+    for c in (streaming, poller, sender):
+        c.close()
     gaps = [b - a for a, b in zip(times, times[1:])]
     return {**result, "health_max_s": max(health), "health_median_s": statistics.median(health),
             "gap_max_s": max(gaps), "gap_median_s": statistics.median(gaps)}
