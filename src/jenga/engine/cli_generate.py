@@ -30,7 +30,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_dataclass_args(parser, EngineConfig, skip=("model", "kv_cache_memory", "max_model_len", "seed", "cpu_threads",
                                                    "max_waiting"))
     parser.add_argument("--kv-cache-memory", dest="kv_cache_memory", type=_bytes, default=None,
-                        help="KV pool size, e.g. 256MiB or 1GiB (default: 256 MiB on CPU)")
+                        help="KV pool size, e.g. 256MiB or 1GiB (default on CPU: two full contexts, "
+                             "within a quarter of available memory)")
     parser.add_argument("--max-model-len", dest="max_model_len", type=int, default=None)
     parser.add_argument("--cpu-threads", dest="cpu_threads", type=int, default=None,
                         help="torch threads on CPU (default: torch's)")

@@ -16,7 +16,6 @@ from ..sched.config import SchedulerConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_CPU_KV_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -26,11 +25,14 @@ class EngineConfig:
     model: a local Hugging Face folder; None means the bundled SmolLM2-135M
         (converted once from its GGUF, see model/gguf_convert.py).
     allocator: memory manager flavour, one of memory.plan.ALLOCATORS.
-    kv_cache_memory: bytes of the KV pool; None means DEFAULT_CPU_KV_BYTES
-        on CPU and `gpu_memory_utilization` of the free memory left after
-        loading the weights on GPU.
+    kv_cache_memory: bytes of the KV pool; None means, on CPU, room for two
+        full-context requests within a quarter of the available memory
+        (engine/sizing.py) and, on GPU, `gpu_memory_utilization` of the free
+        memory left after loading the weights.
     page_tokens: tokens per small page of the attention groups.
-    max_model_len: context limit; None means the model's own.
+    max_model_len: context limit; None means the model's own, lowered to
+        the longest request the KV pool holds (a set value the pool cannot
+        hold is a ValueError).
     device: "cpu", "cuda" (optionally "cuda:N") or "auto" (cuda if present).
     dtype: compute dtype; "auto" is float32 on CPU (bf16 matmuls are very
         slow on AVX2 CPUs) and bfloat16 on GPU.
