@@ -87,12 +87,23 @@ CASES = {
     "sinks_full": dict(seqs=MIXED, hq=4, sinks=True),
     "narrow_window_in_full_group": dict(seqs=MIXED, hq=4, window=3),
     "narrow_window_in_sliding_group": dict(seqs=MIXED, hq=4, group_window=9, window=4),
+    # fresh prompts (no cached prefix) and long chunks after a prefix: the
+    # cpu backend's causal fast path and its gather path
+    "fresh_prompts_gqa": dict(seqs=[(0, 7), (0, 7), (0, 3), (0, 1)], hq=4),
+    "fresh_prompt_window_cuts": dict(seqs=[(0, 11), (0, 11)], hq=4, group_window=6, window=6),
+    "fresh_prompt_chunk_cuts": dict(seqs=[(0, 19)], hq=4, group_chunk=8, chunk=8),
+    "fresh_softcap_sinks": dict(seqs=[(0, 9)], hq=4, softcap=2.0, sinks=True, scale=1.5),
+    "long_chunk_after_prefix": dict(seqs=[(7, 21), (30, 21), (2, 1)], hq=4),
+    "long_chunk_sliding_softcap": dict(seqs=[(13, 20)], hq=4, group_window=6, window=6, softcap=2.0, scale=1.5),
+    "long_chunk_chunked_sinks": dict(seqs=[(5, 22)], hq=2, group_chunk=8, chunk=8, sinks=True),
 }
+BACKENDS = ("portable", "cpu")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_matches_dense_reference(name):
-    ours, ref = run_case(**CASES[name])
+def test_matches_dense_reference(name, backend):
+    ours, ref = run_case(**CASES[name], backend=backend)
     assert not torch.isnan(ours).any()
     assert (ours.double() - ref).abs().max().item() < 1e-5
 

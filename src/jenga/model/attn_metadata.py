@@ -49,7 +49,9 @@ class AttnBatch:
     key was written (position < the seq's context length); other slots hold
     stale bytes, possibly another dtype's, so they must be zeroed, not just
     masked (0 * NaN is NaN).  mask [B, Q, G*P]: for the group's window/chunk
-    (layers with a narrower scope build their own).
+    (layers with a narrower scope build their own).  fresh: every seq
+    starts at position 0 (a prompt's first chunk, no cached prefix), so the
+    step's own new K/V are the whole context (the causal fast path).
     """
 
     rows: torch.Tensor
@@ -59,6 +61,13 @@ class AttnBatch:
     k_pos: torch.Tensor
     k_valid: torch.Tensor
     mask: torch.Tensor
+    fresh: bool = False
+
+    def to(self, device: torch.device) -> AttnBatch:
+        """This batch with its tensors on `device` (`to_device`)."""
+        return AttnBatch(*(to_device(t, device) for t in (
+            self.rows, self.q_pos, self.pages, self.page_start, self.k_pos, self.k_valid, self.mask)),
+            fresh=self.fresh)
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,8 @@ def _batch(seqs: list[SeqStep], idx: list[int], starts: list[int], g: Group,
     k_pos = page_start_t.unsqueeze(1) + torch.arange(G * P, dtype=torch.long)
     k_valid = k_pos < q_pos_t[:, -1:] + 1
     return AttnBatch(torch.tensor(rows, dtype=torch.long), q_pos_t, torch.tensor(pages, dtype=torch.long),
-                     page_start_t, k_pos, k_valid, scope_mask(q_pos_t, k_pos, g.spec.window, g.spec.chunk))
+                     page_start_t, k_pos, k_valid, scope_mask(q_pos_t, k_pos, g.spec.window, g.spec.chunk),
+                     fresh=all(seqs[i].start == 0 for i in idx))
 
 
 def build_group_metadata(step: StepPlan, g: Group, device: torch.device) -> GroupAttnMetadata:
@@ -195,7 +205,7 @@ def build_group_metadata(step: StepPlan, g: Group, device: torch.device) -> Grou
         to(pos_t), to(pages_t), to(offs_t),
         to(pages_t * P + offs_t), to(table.clamp(min=0)), to(table >= 0),
         to(torch.tensor([s.end for s in seqs], dtype=torch.int32)),
-        tuple(AttnBatch(*(to(getattr(b, f)) for f in AttnBatch.__dataclass_fields__)) for b in batches), g.spec)
+        tuple(b.to(device) for b in batches), g.spec)
 
 
 def build_attn_metadata(step: StepPlan, plan: MemoryPlan, layers: Iterable[int],
