@@ -147,3 +147,16 @@ def test_cli_defaults_bind_memory_on_the_builtin_model():
             a.threads) == ("builtin:gemma2-small", DEFAULT_KV_BYTES, 24, 384, 32, 512, 1)
     a = p.parse_args(["--kv-cache-memory", "8MiB", "--num-prompts", "5", "--plot", "x.png"])
     assert (a.kv_bytes, a.num_requests, a.plot) == (8 * 2**20, 5, "x.png")
+
+
+def test_vs_transformers_runs_three_engines_interleaved(gemma):
+    from jenga.bench.vs_transformers import compare, report
+    w = Workload(num_requests=3, prompt_len=20, output_len=3, prompt_len_min=9)
+    prompts = make_prompts(w, 128, None)
+    assert sorted(len(p) for p in prompts) != [20] * 3 and all(9 <= len(p) <= 20 for p in prompts)
+    timings, agree = compare(gemma, prompts, 3, 1 << 20, 2, 64, cpu_threads=1)
+    assert [t.engine for t in timings] == ["jenga", "transformers generate", "transformers generate_batch"]
+    assert all(t.tokens == 9 and len(t.runs) == 2 and min(t.runs) <= t.seconds <= max(t.runs) for t in timings)
+    assert agree == 3                     # greedy tokens equal to transformers' on every request
+    text = report("tiny", 3, (9, 20), 3, 1, timings, agree)
+    assert "| jenga |" in text and "1.00x |" in text and "3 of 3 requests" in text

@@ -13,6 +13,7 @@ import shutil
 import pytest
 import torch
 
+import test_attention
 from jenga.model import cpu_attention, cpu_kernel
 from test_attention import CASES, run_case
 
@@ -35,6 +36,16 @@ def test_cpu_matches_portable(name):
     cpu, _ = run_case(**CASES[name], backend="cpu")
     portable, _ = run_case(**CASES[name], backend="portable")
     assert (cpu - portable).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("name", ["mixed_batch_gqa", "softcap_sliding", "sinks_sliding", "chunked_local"])
+def test_kernel_head_sizes_compiled_in(name, head_dim, monkeypatch):
+    """The kernel unrolls head sizes 64 and 128 at compile time; the other
+    cases run its any-size loop (D=8)."""
+    monkeypatch.setattr(test_attention, "D", head_dim)
+    cpu, ref = run_case(**CASES[name], backend="cpu")
+    assert (cpu.double() - ref).abs().max().item() < 1e-4
 
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="no C++ compiler")

@@ -24,12 +24,20 @@ def _plan() -> MemoryPlan:
     return MemoryPlan(groups, 1024, 3)
 
 
+def _zeroed_pool(**kw) -> KVPool:
+    """The pool starts unzeroed (nothing may read old bytes); the layout
+    checks below zero it so they can count exactly the bytes they write."""
+    pool = KVPool(_plan(), **kw)
+    pool.buffer.zero_()
+    return pool
+
+
 def _floats(pool: KVPool) -> torch.Tensor:
     return pool.buffer.view(torch.float32)
 
 
 def test_kv_views_share_storage_and_follow_page_first_layout():
-    pool = KVPool(_plan())
+    pool = _zeroed_pool()
     k, v = pool.kv_view(2)            # layer j=1 of group 0
     assert k.shape == v.shape == (6, 4, 2, 4)
     assert k.untyped_storage().data_ptr() == pool.buffer.untyped_storage().data_ptr()
@@ -46,7 +54,7 @@ def test_kv_views_share_storage_and_follow_page_first_layout():
 
 
 def test_groups_view_the_same_bytes_by_page_id():
-    pool = KVPool(_plan())
+    pool = _zeroed_pool()
     k1, _ = pool.kv_view(1)           # sliding group: 8 small pages of 128 B per large page
     assert k1.shape == (24, 4, 1, 4)
     k1[9, 0, 0, 0] = 5.0              # large page 1, slot 1 -> byte 1024 + 128
@@ -56,7 +64,7 @@ def test_groups_view_the_same_bytes_by_page_id():
 
 
 def test_state_and_embed_views():
-    pool = KVPool(_plan())
+    pool = _zeroed_pool()
     conv, ssm = pool.state_view(3)
     assert conv.shape == (48, 3, 2) and ssm.shape == (48, 2, 5)
     conv[5, 2, 1] = 1.0
@@ -70,7 +78,7 @@ def test_state_and_embed_views():
 
 
 def test_copies_and_zeros_move_whole_small_pages():
-    pool = KVPool(_plan())
+    pool = _zeroed_pool()
     k, v = pool.kv_view(0)
     k[1].fill_(1.5)
     v[1].fill_(2.5)
@@ -85,7 +93,7 @@ def test_copies_and_zeros_move_whole_small_pages():
 
 
 def test_dtype_override_must_fit_the_plan():
-    pool = KVPool(_plan(), dtype_override=torch.bfloat16)
+    pool = _zeroed_pool(dtype_override=torch.bfloat16)
     k, _ = pool.kv_view(0)
     assert k.dtype == torch.bfloat16 and k.stride() == (256, 8, 4, 1)
     plan16 = MemoryPlan((Group(0, LayerSpec("full", "bfloat16", 2, 4), (0,), 4, 128, 8),), 1024, 1)
@@ -95,7 +103,7 @@ def test_dtype_override_must_fit_the_plan():
 
 
 def test_bad_layers_raise():
-    pool = KVPool(_plan())
+    pool = _zeroed_pool()
     with pytest.raises(ValueError, match="layer_idx 9"):
         pool.kv_view(9)
     with pytest.raises(ValueError, match="stores no K/V"):

@@ -44,7 +44,9 @@ def test_apply_rope_matches_transformers():
     q, k = torch.randn(5, 4, 16, generator=g), torch.randn(5, 2, 16, generator=g)
     rope = Rope(16, ROPES["yarn_gpt_oss"], 4096)
     cos, sin = rope.cos_sin(torch.tensor([0, 3, 7, 100, 2000]), torch.float32)
-    ref_q, ref_k = apply_rotary_pos_emb(q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos[None], sin[None])
+    hf_sin = torch.cat((-sin[:, :8], sin[:, 8:]), dim=-1)     # ours comes with its first half negated
+    assert torch.equal(hf_sin[:, :8], hf_sin[:, 8:])
+    ref_q, ref_k = apply_rotary_pos_emb(q.transpose(0, 1)[None], k.transpose(0, 1)[None], cos[None], hf_sin[None])
     assert torch.allclose(apply_rope(q, cos, sin), ref_q[0].transpose(0, 1), atol=1e-6)
     assert torch.allclose(apply_rope(k, cos, sin), ref_k[0].transpose(0, 1), atol=1e-6)
 

@@ -48,6 +48,7 @@ class Workload:
     distinct_images: int = 0       # 0: every image distinct
     image_size: tuple[int, int] = (96, 160)
     seed: int = 0
+    prompt_len_min: int = 0        # > 0: each prompt's length drawn from [prompt_len_min, prompt_len]
 
     def __post_init__(self) -> None:
         for name in ("num_requests", "prompt_len", "output_len"):
@@ -55,6 +56,8 @@ class Workload:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.images < 0 or self.distinct_images < 0:
             raise ValueError("images and distinct_images must be >= 0")
+        if not 0 <= self.prompt_len_min <= self.prompt_len:
+            raise ValueError(f"prompt_len_min must be in [0, prompt_len={self.prompt_len}], got {self.prompt_len_min}")
 
 
 @dataclass(frozen=True)
@@ -97,13 +100,14 @@ def make_prompts(w: Workload, vocab: int, image_token: int | None) -> list:
     pictures: dict[int, object] = {}
     prompts, drawn = [], 0
     for _ in range(w.num_requests):
-        ids = [int(t) for t in rng.integers(0, vocab, w.prompt_len)]
+        n = int(rng.integers(w.prompt_len_min, w.prompt_len + 1)) if w.prompt_len_min else w.prompt_len
+        ids = [int(t) for t in rng.integers(0, vocab, n)]
         ids = [t if t != image_token else 0 for t in ids]
         if image_token is None or not w.images:
             prompts.append(ids)
             continue
         images = []
-        for slot in sorted(rng.choice(w.prompt_len - 1, w.images, replace=False) + 1, reverse=True):
+        for slot in sorted(rng.choice(n - 1, w.images, replace=False) + 1, reverse=True):
             ids.insert(int(slot), image_token)
             k = int(rng.integers(w.distinct_images)) if w.distinct_images else drawn
             drawn += 1
@@ -254,6 +258,9 @@ def add_args(p) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", default=None, help="write a PNG of the running batch per step, per allocator")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--vs-transformers", action="store_true",
+                   help="instead of the allocators: Jenga against transformers generate (one padded batch) and "
+                        "generate_batch, interleaved --repeat times (bench/vs_transformers.py)")
     p.add_argument("--no-hf", action="store_true",
                    help="skip transformers' own continuous batching (generate_batch) on the same prompts")
 
@@ -307,14 +314,16 @@ def main(args) -> int:
     from ..commands.common import split_allocators
     h, wd = (int(x) for x in args.image_size.lower().split("x"))
     w = Workload(args.num_requests, args.prompt_len, args.output_len, args.images, args.distinct_images, (h, wd),
-                 args.seed)
+                 args.seed, args.prompt_len_min)
     model = resolve(args.model)
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    if args.vs_transformers:
+        return _vs_transformers(args, model, w)
     engine = dict(max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
                   page_tokens=args.page_tokens, enable_prefix_caching=not args.no_prefix_caching,
                   cpu_threads=args.threads, tensor_parallel_size=args.tensor_parallel_size)
     allocators = split_allocators(args.allocator)
-    if args.repeat < 1:
-        raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
     # interleaved, so load from other processes hits every allocator alike
     progress = not args.no_progress and not args.json
     runs = [[run_one(model, a, args.kv_bytes, w, progress=progress, **engine) for a in allocators]
@@ -337,4 +346,23 @@ def main(args) -> int:
         dt, tokens = run_hf(model, w, args.kv_bytes, args.max_num_batched_tokens, args.threads)
         print(f"transformers generate_batch (same model, prompts and KV bytes): {tokens / dt:.1f} output tok/s; "
               f"Jenga {jenga.output_tok_per_s:.1f} = {jenga.output_tok_per_s / (tokens / dt):.2f}x")
+    return 0
+
+
+def _vs_transformers(args, model: Path, w: Workload) -> int:
+    import torch
+
+    from .vs_transformers import compare, report
+    if args.model.startswith("vlm:"):
+        raise ValueError("--vs-transformers compares text models only")
+    torch.set_num_threads(args.threads)
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    prompts = make_prompts(w, vocab, None)
+    timings, agree = compare(model, prompts, w.output_len, args.kv_bytes, args.repeat, args.max_num_batched_tokens,
+                             max_num_seqs=args.max_num_seqs, page_tokens=args.page_tokens,
+                             enable_prefix_caching=not args.no_prefix_caching, cpu_threads=args.threads)
+    lengths = [len(p) for p in prompts]
+    print(report(args.model, len(prompts), (min(lengths), max(lengths)), w.output_len, args.threads, timings, agree))
+    print(f"load average {open('/proc/loadavg').read().split()[:3]}, mean prompt {sum(lengths) / len(lengths):.0f} "
+          "tokens")
     return 0

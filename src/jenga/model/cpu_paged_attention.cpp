@@ -23,7 +23,11 @@
 
 namespace {
 
+// DC > 0: the head size fixed at compile time (fully unrolled loops);
+// DC == 0: any head size.
+template <int DC>
 inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  if (DC) n = DC;
   // eight independent lanes: vectorises without reassociating a reduction
   float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t d = 0;
@@ -34,12 +38,75 @@ inline float dot(const float* __restrict a, const float* __restrict b, int64_t n
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])) + tail;
 }
 
+template <int DC>
 inline void axpy(float* __restrict y, float a, const float* __restrict x, int64_t n) {
+  if (DC) n = DC;
   for (int64_t d = 0; d < n; ++d) y[d] += a * x[d];
 }
 
+template <int DC>
 inline void scale_in_place(float* __restrict y, float a, int64_t n) {
+  if (DC) n = DC;
   for (int64_t d = 0; d < n; ++d) y[d] *= a;
+}
+
+struct Args {
+  const float *q, *k, *v, *sinks;
+  float* out;
+  const int64_t *rows, *pos, *pages, *start;
+  int64_t Hq, Hkv, R, D, P, Q, G, ksp, kst, ksh, vsp, vst, vsh, window, chunk;
+  float scale, cap;
+};
+
+// One work item: query i of seq b, every query head of kv head h.  Head by
+// head, so the accumulator stays in registers; the seq's keys and values
+// come from memory once and from cache for the other heads of the group.
+template <int DC>
+void run_item(const Args& A, int64_t b, int64_t h, int64_t i, float* score) {
+  const int64_t D = DC ? DC : A.D, P = A.P, G = A.G;
+  const int64_t row = A.rows[b * A.Q + i], pos = A.pos[b * A.Q + i], first = A.start[b];
+  int64_t lo = 0;
+  if (A.window > 0) lo = std::max<int64_t>(0, pos - A.window + 1);
+  if (A.chunk > 0) lo = pos / A.chunk * A.chunk;
+  lo = std::max(lo, first);
+  alignas(32) float acc_fixed[DC ? DC : 1];
+  std::vector<float> acc_any(DC ? 0 : D);
+  float* acc = DC ? acc_fixed : acc_any.data();
+  for (int64_t x = 0; x < A.R; ++x) {
+    const int64_t head = h * A.R + x;
+    const float* qrow = A.q + (row * A.Hq + head) * D;
+    for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
+    float m = -INFINITY, l = 0.f;
+    for (int64_t g = (lo - first) / P; g < G && first + g * P <= pos; ++g) {
+      const int64_t page = A.pages[b * G + g];
+      const int64_t t0 = std::max<int64_t>(0, lo - first - g * P);
+      const int64_t t1 = std::min<int64_t>(P, pos - first - g * P + 1);  // exclusive
+      const float* kpage = A.k + page * A.ksp + h * A.ksh;
+      const float* vpage = A.v + page * A.vsp + h * A.vsh;
+      float bmax = -INFINITY;
+      for (int64_t t = t0; t < t1; ++t) {
+        float s = dot<DC>(qrow, kpage + t * A.kst, D) * A.scale;
+        if (A.cap > 0) s = A.cap * std::tanh(s / A.cap);
+        score[t] = s;
+        bmax = std::max(bmax, s);
+      }
+      const float m_new = std::max(m, bmax);
+      const float alpha = std::exp(m - m_new);  // exp(-inf) = 0 on the first page
+      scale_in_place<DC>(acc, alpha, D);
+      float sum = 0;
+      for (int64_t t = t0; t < t1; ++t) {
+        const float p = std::exp(score[t] - m_new);
+        sum += p;
+        axpy<DC>(acc, p, vpage + t * A.vst, D);
+      }
+      l = l * alpha + sum;
+      m = m_new;
+    }
+    if (A.sinks) l += std::exp(A.sinks[head] - m);
+    float* o = A.out + (row * A.Hq + head) * D;
+    const float inv = 1.f / l;
+    for (int64_t d = 0; d < D; ++d) o[d] = acc[d] * inv;
+  }
 }
 
 void check(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t dim) {
@@ -76,71 +143,25 @@ void paged_attention(at::Tensor out, const at::Tensor& q, const at::Tensor& k_ca
   const int64_t B = rows.size(0), Q = rows.size(1), G = pages.size(1);
   const bool has_sinks = sinks.numel() > 0;
   if (has_sinks) check(sinks, "sinks", at::kFloat, 1);
-  const int64_t R = Hq / Hkv;
-  const float fscale = static_cast<float>(scale), cap = static_cast<float>(softcap);
-
-  const float* qp = q.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const float* kp = k_cache.data_ptr<float>();
-  const float* vp = v_cache.data_ptr<float>();
-  const int64_t* rowp = rows.data_ptr<int64_t>();
-  const int64_t* posp = q_pos.data_ptr<int64_t>();
-  const int64_t* pagep = pages.data_ptr<int64_t>();
-  const int64_t* startp = page_start.data_ptr<int64_t>();
-  const float* sinkp = has_sinks ? sinks.data_ptr<float>() : nullptr;
-  const int64_t ksp = k_cache.stride(0), kst = k_cache.stride(1), ksh = k_cache.stride(2);
-  const int64_t vsp = v_cache.stride(0), vst = v_cache.stride(1), vsh = v_cache.stride(2);
-
+  Args A;
+  A.q = q.data_ptr<float>();
+  A.k = k_cache.data_ptr<float>();
+  A.v = v_cache.data_ptr<float>();
+  A.sinks = has_sinks ? sinks.data_ptr<float>() : nullptr;
+  A.out = out.data_ptr<float>();
+  A.rows = rows.data_ptr<int64_t>();
+  A.pos = q_pos.data_ptr<int64_t>();
+  A.pages = pages.data_ptr<int64_t>();
+  A.start = page_start.data_ptr<int64_t>();
+  A.Hq = Hq, A.Hkv = Hkv, A.R = Hq / Hkv, A.D = D, A.P = P, A.Q = Q, A.G = G;
+  A.ksp = k_cache.stride(0), A.kst = k_cache.stride(1), A.ksh = k_cache.stride(2);
+  A.vsp = v_cache.stride(0), A.vst = v_cache.stride(1), A.vsh = v_cache.stride(2);
+  A.window = window, A.chunk = chunk;
+  A.scale = static_cast<float>(scale), A.cap = static_cast<float>(softcap);
+  auto item = D == 64 ? &run_item<64> : D == 128 ? &run_item<128> : &run_item<0>;
   at::parallel_for(0, B * Hkv * Q, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(R * D), score(R * P), m(R), l(R);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / (Hkv * Q), h = (item / Q) % Hkv, i = item % Q;
-      const int64_t row = rowp[b * Q + i], pos = posp[b * Q + i], first = startp[b];
-      int64_t lo = 0;
-      if (window > 0) lo = std::max<int64_t>(0, pos - window + 1);
-      if (chunk > 0) lo = pos / chunk * chunk;
-      lo = std::max(lo, first);
-      const float* qrow = qp + (row * Hq + h * R) * D;
-      std::fill(acc.begin(), acc.end(), 0.f);
-      std::fill(m.begin(), m.end(), -INFINITY);
-      std::fill(l.begin(), l.end(), 0.f);
-      for (int64_t g = (lo - first) / P; g < G && first + g * P <= pos; ++g) {
-        const int64_t page = pagep[b * G + g];
-        const int64_t t0 = std::max<int64_t>(0, lo - first - g * P);
-        const int64_t t1 = std::min<int64_t>(P, pos - first - g * P + 1);  // exclusive
-        const float* kpage = kp + page * ksp + h * ksh;
-        const float* vpage = vp + page * vsp + h * vsh;
-        for (int64_t x = 0; x < R; ++x) {
-          float* s = &score[x * P];
-          float bmax = -INFINITY;
-          for (int64_t t = t0; t < t1; ++t) {
-            float v = dot(qrow + x * D, kpage + t * kst, D) * fscale;
-            if (cap > 0) v = cap * std::tanh(v / cap);
-            s[t] = v;
-            bmax = std::max(bmax, v);
-          }
-          const float m_new = std::max(m[x], bmax);
-          const float alpha = std::exp(m[x] - m_new);  // exp(-inf) = 0 on the first page
-          float sum = 0;
-          float* a = &acc[x * D];
-          scale_in_place(a, alpha, D);
-          for (int64_t t = t0; t < t1; ++t) {
-            const float p = std::exp(s[t] - m_new);
-            sum += p;
-            axpy(a, p, vpage + t * vst, D);
-          }
-          l[x] = l[x] * alpha + sum;
-          m[x] = m_new;
-        }
-      }
-      for (int64_t x = 0; x < R; ++x) {
-        float denom = l[x];
-        if (has_sinks) denom += std::exp(sinkp[h * R + x] - m[x]);
-        float* o = op + (row * Hq + h * R + x) * D;
-        const float inv = 1.f / denom;
-        for (int64_t d = 0; d < D; ++d) o[d] = acc[x * D + d] * inv;
-      }
-    }
+    std::vector<float> score(P);
+    for (int64_t it = begin; it < end; ++it) item(A, it / (Hkv * Q), (it / Q) % Hkv, it % Q, score.data());
   });
 }
 

@@ -66,9 +66,11 @@ class KVPool:
         self.plan = plan
         self.device = torch.device(device)
         self.dtype_override = dtype_override
-        # Zeroed, not empty: masked-out keys multiply as 0 * V, and garbage
-        # bytes could be NaN, which 0 * NaN would spread into the output.
-        self.buffer = torch.zeros(plan.pool_bytes, dtype=torch.uint8, device=self.device)
+        # Not zeroed: no reader depends on a page's old bytes (attention
+        # reads only written slots or zeroes stale ones in its gather, a
+        # fresh Mamba state page is in the step's zeros), so start-up
+        # touches no memory and the OS maps pages as they are first written.
+        self.buffer = torch.empty(plan.pool_bytes, dtype=torch.uint8, device=self.device)
         self._pages = [self.buffer.view(plan.num_small_pages(g.gid), g.small_page_bytes)
                        for g in plan.groups]
         self._where: dict[int, tuple[int, int]] = {}

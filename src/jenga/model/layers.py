@@ -37,7 +37,9 @@ def activation(name: str):
 
 class RMSNorm(nn.Module):
     """RMS normalisation over the last dim.  offset 0: `w * x_hat` (Llama);
-    offset 1: `x_hat * (1 + w)` computed in fp32 (Gemma's zero-centred w)."""
+    offset 1: `x_hat * (1 + w)` computed in fp32 (Gemma's zero-centred w).
+    One fused `F.rms_norm` call: x_hat in fp32 as HF computes it, the
+    weight applied in the input dtype (Llama) or in fp32 (Gemma)."""
 
     def __init__(self, dim: int, eps: float, offset: float = 0.0) -> None:
         super().__init__()
@@ -46,11 +48,12 @@ class RMSNorm(nn.Module):
         self.offset = offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        shape = (x.shape[-1],)
         if self.offset:
-            return (normed * (self.offset + self.weight.float())).to(x.dtype)
-        return self.weight * normed.to(x.dtype)
+            return F.rms_norm(x.float(), shape, self.offset + self.weight.float(), self.eps).to(x.dtype)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, shape, self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), shape, eps=self.eps).to(x.dtype)
 
 
 def _yarn(inv: torch.Tensor, dim: int, theta: float, p: dict, max_position: int) -> tuple[torch.Tensor, float]:
@@ -114,22 +117,24 @@ class Rope:
         self.inv_freq = inv
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin [T, head_dim] for `positions` [T], in `dtype`."""
+        """cos [T, head_dim] and the signed sin [T, head_dim] (first half
+        negated) for `positions` [T], in `dtype`: what `apply_rope` takes."""
         if self.inv_freq.device != positions.device:
             # moved once: a copy per step would be a host-to-device copy a
             # CUDA graph cannot capture
             self.inv_freq = self.inv_freq.to(positions.device)
         freqs = positions.float().unsqueeze(-1) * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
-        return (emb.cos() * self.scaling).to(dtype), (emb.sin() * self.scaling).to(dtype)
+        sin = emb.sin() * self.scaling
+        sin[:, : freqs.shape[-1]].neg_()
+        return (emb.cos() * self.scaling).to(dtype), sin.to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [T, H, D] by the half-split convention (first half pairs with
-    second half), as HF's rotate_half."""
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+    second half), as HF's rotate_half: x * cos + cat(-x2, x1) * sin, here
+    x * cos + cat(x2, x1) * signed_sin (`Rope.cos_sin`) in three kernels."""
+    return torch.addcmul(x * cos.unsqueeze(1), x.roll(x.shape[-1] // 2, -1), sin.unsqueeze(1))
 
 
 class GatedMLP(nn.Module):
