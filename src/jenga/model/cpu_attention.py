@@ -13,8 +13,9 @@
   many queries), so one gather of its pages into a contiguous buffer costs
   little beside it: `index_select`, zero only the stale slots, then SDPA.
 
-`cpu_batch` returns False where it does not apply (tensors off the CPU, the
-kernel's batch when the kernel cannot be built or the dtype is not fp32),
+`cpu_batch` returns False where it does not apply (tensors off the CPU, a
+cache dtype other than the compute dtype, the kernel's batch when the
+kernel cannot be built or the dtype is not fp32),
 which hands the batch to the portable path.  Everything here is checked
 against the portable path in tests/model/test_cpu_attention.py.
 """
@@ -98,7 +99,7 @@ def kernel_batch(out, q, k_cache, v_cache, b: AttnBatch, layer: LayerAttn) -> bo
 def cpu_batch(out, q, k, v, k_cache, v_cache, b: AttnBatch, meta: GroupAttnMetadata, layer: LayerAttn) -> bool:
     """A batch path for attention.BATCH_PATHS["cpu"]: writes out[b.rows] and
     returns True, or returns False to leave the batch to the portable path."""
-    if q.device.type != "cpu":
+    if q.device.type != "cpu" or k_cache.dtype != q.dtype:   # a quantised cache: read back as portable does
         return False
     if b.fresh:
         fresh_batch(out, q, k, v, b, layer)
