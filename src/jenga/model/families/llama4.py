@@ -38,9 +38,10 @@ _VISION_PREFIXES = ("model.vision_model.", "vision_model.", "model.multi_modal_p
 def apply_rope_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [T, H, D] pair by pair: (x[2i], x[2i+1]) by angle i, as
     transformers' Llama 4 complex multiply.  cos/sin [T, D] are `Rope.cos_sin`
-    output (frequencies repeated over both halves; the first half is used)."""
+    output (frequencies repeated over both halves; the second half is used,
+    since `cos_sin` returns sin with its first half negated)."""
     half = x.shape[-1] // 2
-    c, s = cos[:, None, :half], sin[:, None, :half]
+    c, s = cos[:, None, half:], sin[:, None, half:]
     xf = x.float()
     even, odd = xf[..., 0::2], xf[..., 1::2]
     out = torch.stack((even * c - odd * s, even * s + odd * c), dim=-1)
