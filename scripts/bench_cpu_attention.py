@@ -117,6 +117,33 @@ def bench_shape(name, shape, seqs, repeat, reps, page_tokens=16):
           f"{med['dense']:.3f} | {med['cpu'] / med['dense']:.2f}x | {med['portable'] / med['cpu']:.2f}x | {err:.1e} |")
 
 
+def crossover(shape, prefix: int, chunks: list[int], repeat: int, reps: int, page_tokens: int = 16) -> None:
+    """The kernel against the gather path on one seq's chunk of Q queries
+    after `prefix` cached tokens: where KERNEL_MAX_QUERIES should sit."""
+    from jenga.model import cpu_attention
+    from jenga.model.attention import LayerAttn
+    hq, hkv, d, window, softcap, scale = shape
+    layer = LayerAttn(scale, window, 0, softcap)
+    for n in chunks:
+        plan, pool = one_layer_pool(hkv, d, window, page_tokens, (prefix + n) // page_tokens + 8)
+        k_cache, v_cache = pool.kv_view(0)
+        k_cache.normal_(), v_cache.normal_()
+        step = step_for([(prefix, n)], plan, page_tokens, torch.Generator().manual_seed(0))
+        meta = build_group_metadata(step, plan.groups[0], torch.device("cpu"))
+        b = meta.batches[0]
+        q, out = torch.randn(n, hq, d), torch.empty(n, hq, d)
+        kernel = lambda: cpu_attention.kernel_batch(out, q, k_cache, v_cache, b, layer)   # noqa: E731
+        gather = lambda: cpu_attention.gather_batch(out, q, k_cache, v_cache, b, meta, layer)   # noqa: E731
+        tk, tg = [], []
+        for _ in range(repeat):
+            tk.append(timed(kernel, reps))
+            tg.append(timed(gather, reps))
+        # the fastest round: on a loaded box a round of ~0.1 ms calls that
+        # loses its time slice reads 10 ms, which a median of 5 does not hide
+        mk, mg = min(tk) * 1e3, min(tg) * 1e3
+        print(f"| {prefix} + {n} | {mk:.3f} | {mg:.3f} | {mk / mg:.2f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -126,6 +153,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5, help="calls per timing")
     ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--crossover", default="", help="e.g. 256:4,8,16,32,64: kernel vs gather for chunks after a "
+                    "prefix, on the first shape, instead of the table")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from jenga.model import cpu_kernel
@@ -135,6 +164,12 @@ def main() -> None:
     print("| shape | seqs x (cached + new) | portable ms | cpu ms | dense SDPA ms | cpu / dense | "
           "portable / cpu | max abs diff cpu vs portable |")
     print("|---|---|---|---|---|---|---|---|")
+    if a.crossover:
+        pre, _, qs = a.crossover.partition(":")
+        print("| cached + chunk | kernel ms (best round) | gather + SDPA ms (best round) | kernel / gather |\n"
+              "|---|---|---|---|")
+        crossover(SHAPES[a.shapes.split(",")[0]], int(pre), [int(x) for x in qs.split(",")], a.repeat, a.reps)
+        return
     prefix, chunk = (int(x) for x in a.prefill.split("+"))
     for name in a.shapes.split(","):
         bench_shape(name, SHAPES[name], [(a.context, 1)] * a.batch, a.repeat, a.reps)
