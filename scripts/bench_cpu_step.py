@@ -42,7 +42,7 @@ def hf_ttft(hf, prompt) -> float:
 def ttft(model, n: int, repeat: int, threads: int) -> None:
     from transformers import AutoModelForCausalLM
 
-    from jenga import LLM
+    from jenga.engine.llm import LLM
     from jenga.sched.params import SamplingParams
     params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True)
     engines = {f"jenga, one {n}-token chunk": LLM(str(model), max_num_batched_tokens=max(n, 2048),
@@ -71,7 +71,7 @@ def ttft(model, n: int, repeat: int, threads: int) -> None:
 
 
 def decode_step(model, batch: int, context: int, steps: int, threads: int) -> None:
-    from jenga import LLM
+    from jenga.engine.llm import LLM
     from jenga.sched.params import SamplingParams
     llm = LLM(str(model), max_num_seqs=batch, max_num_batched_tokens=2048, enable_prefix_caching=False,
               cpu_threads=threads)
