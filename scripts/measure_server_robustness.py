@@ -136,12 +136,15 @@ def drain_case(src: str | None) -> dict:
 
     def stream(name: str, n: int) -> None:
         last = ""
-        with httpx.stream("POST", url, json={**base, "max_tokens": n, "stream": True}, timeout=300) as r:
-            for line in r.iter_lines():
-                if line:
-                    last = line if line != "data: [DONE]" else last
-                    started[name].set()
-        out[name] = (time.monotonic(), "error" in last)
+        try:
+            with httpx.stream("POST", url, json={**base, "max_tokens": n, "stream": True}, timeout=300) as r:
+                for line in r.iter_lines():
+                    if line:
+                        last = line if line != "data: [DONE]" else last
+                        started[name].set()
+            out[name] = (time.monotonic(), "error event" if "error" in last else "finished")
+        except httpx.HTTPError as e:   # the connection was cut
+            out[name] = (time.monotonic(), type(e).__name__)
 
     def plain() -> None:
         try:
@@ -164,8 +167,8 @@ def drain_case(src: str | None) -> dict:
     code = proc.wait(120)
     t_exit = time.monotonic()
     err = proc.stderr.read()
-    return {"short_done_s": out["short"][0] - t0, "short_error": out["short"][1],
-            "long_error_s": out["long"][0] - t0, "long_error": out["long"][1],
+    return {"short_done_s": out["short"][0] - t0, "short_end": out["short"][1],
+            "long_end_s": out["long"][0] - t0, "long_end": out["long"][1],
             "plain_s": out["plain"][0] - t0, "plain_status": out["plain"][1],
             "exit_s": t_exit - t0, "exit_code": code, "tracebacks": err.count("Traceback")}
 
