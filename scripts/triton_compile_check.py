@@ -8,10 +8,11 @@ Python semantics but never the GPU compiler, which has rules of its own
 compiles the store, decode and prefill kernels with triton's bundled ptxas
 for the head shapes of the GPU benchmark's models (Llama-3.2-1B: 4 query
 heads per kv head of 64; Gemma-2-2B: 2 of 256; `--all` adds 8 of 128, MHA of
-128, 3 of 64 and the fp32 variants the GPU check uses), with the block
+128, 3 of 64, bf16 queries over an fp8 cache and the fp32 variants the
+GPU check uses), with the block
 sizes `triton_prefill.block_sizes` picks, and reads each cubin's resource
 use with cuobjdump.  Exits 1 when a kernel fails to compile or a bf16
-kernel spills registers to the stack.  Needs no CUDA driver; the
+kernel of the benchmark's shapes spills registers to the stack.  Needs no CUDA driver; the
 interpreter must be off (it is unset here).
 """
 
@@ -64,6 +65,9 @@ def variants(everything: bool):
             ptrs = dict(Q=f"*{dt}", K=f"*{dt}", V=f"*{dt}", Out=f"*{dt}", Table="*i64", QStart="*i32",
                         CtxLen="*i32", Sinks=f"*{dt}")
             yield f"prefill {dt} {group}x{d}", _prefill_kernel, ptrs, consts, warps, dt == "bf16"
+            if everything and dt == "bf16" and (group, d) == shapes[0]:   # bf16 queries over an fp8 cache
+                yield f"prefill bf16/fp8 {group}x{d}", _prefill_kernel, {**ptrs, "K": "*fp8e4nv", "V": "*fp8e4nv"}, \
+                    consts, warps, False     # compiles; spills a little (no engine path uses fp8 KV yet)
         d = 128
         consts = dict(GROUP=4, P=16, BLOCK_P=16, D=d, BLOCK_D=d, HAS_WINDOW=True, HAS_CHUNK=True, HAS_SOFTCAP=True,
                       HAS_SINKS=True)

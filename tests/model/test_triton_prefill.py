@@ -38,3 +38,28 @@ def test_store_kv_skips_padding_rows():
     store_kv(k, v, k_cache, v_cache, torch.tensor([2, -1, 0]), torch.tensor([1, 3, 3]))
     assert torch.equal(k_cache[2, 1], k[0]) and torch.equal(v_cache[0, 3], v[2])
     assert torch.isnan(k_cache[1]).all() and k_cache[~torch.isnan(k_cache)].numel() == 2 * 2 * 8
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_a_cache_in_another_dtype_is_read_as_q_dtype(decode):
+    """fp32 queries over a bf16 cache (as over an fp8 one): the kernels
+    convert keys and values as they load, so the result equals attending
+    over an fp32 cache holding the same (bf16-rounded) values."""
+    from jenga.model.triton_decode import paged_decode
+    from jenga.model.triton_prefill import paged_prefill
+    g = torch.Generator().manual_seed(3)
+    k16 = torch.randn(6, 4, 2, 8, generator=g).bfloat16()
+    v16 = torch.randn(6, 4, 2, 8, generator=g).bfloat16()
+    table = torch.tensor([[4, 1, 5], [2, 0, 3]])
+    kw = dict(scale=0.4, softcap=3.0)
+    if decode:
+        q, pos = torch.randn(2, 4, 8, generator=g), torch.tensor([9, 6])
+        ours = paged_decode(q, k16, v16, table, pos, **kw)
+        ref = paged_decode(q, k16.float(), v16.float(), table, pos, **kw)
+    else:
+        q, starts, ctx = torch.randn(7, 4, 8, generator=g), torch.tensor([0, 4, 7], dtype=torch.int32), \
+            torch.tensor([10, 7], dtype=torch.int32)
+        ours = paged_prefill(q, k16, v16, table, starts, ctx, 4, **kw)
+        ref = paged_prefill(q, k16.float(), v16.float(), table, starts, ctx, 4, **kw)
+    assert ours.dtype == torch.float32 and not torch.isnan(ours).any()
+    assert (ours - ref).abs().max().item() < 1e-6

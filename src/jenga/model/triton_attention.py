@@ -71,11 +71,11 @@ def triton_paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_
     store_kv(k, v, k_cache, v_cache, meta.slot_pages, meta.slot_offsets)
     qs = meta.query_start
     longest = max((b - a for a, b in zip(qs, qs[1:])), default=0)
-    x = q.to(k_cache.dtype)
+    # both kernels compute in q's dtype (decode in fp32), whatever the cache's
     kw = dict(scale=scale, window=window, chunk=chunk, softcap=softcap, sinks=sinks)
     if longest == 1 and len(qs) - 1 == q.shape[0]:
-        out = paged_decode(x, k_cache, v_cache, meta.page_table, meta.positions, **kw)
+        out = paged_decode(q, k_cache, v_cache, meta.page_table, meta.positions, **kw)
     else:
-        out = paged_prefill(x, k_cache, v_cache, meta.page_table, meta.query_start_t, meta.context_lens,
+        out = paged_prefill(q, k_cache, v_cache, meta.page_table, meta.query_start_t, meta.context_lens,
                             longest, **kw)
-    return out.to(q.dtype)
+    return out

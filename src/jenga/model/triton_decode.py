@@ -82,8 +82,9 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     q_pos[b]; page_table [B, W] holds its page ids by page index (entries
     before its window or chunk are never read, so released ones may be 0).
     k_cache / v_cache are [num_pages, P, Hkv, D] views with a contiguous
-    last dim.  Returns [B, Hq, D] in q's dtype; reads only.  Raises
-    ValueError on a non-contiguous last dim."""
+    last dim, in any float dtype (scores and sums are fp32).  Returns
+    [B, Hq, D] in q's dtype; reads only.  Raises ValueError on a
+    non-contiguous last dim."""
     B, Hq, D = q.shape
     _, P, Hkv, _ = k_cache.shape
     if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1 or q.stride(-1) != 1:

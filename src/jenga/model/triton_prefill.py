@@ -75,9 +75,7 @@ def _prefill_kernel(Q, K, V, Out, Table, QStart, CtxLen, Sinks,
         slot = pos % P
         kv_ok = in_range[:, None] & d_ok[None, :]
         k = tl.load(K + page[:, None] * s_kp + slot[:, None] * s_kt + kvh * s_kh + d[None, :],
-                    mask=kv_ok, other=0.0)
-        if UPCAST:
-            k = k.to(tl.float32)
+                    mask=kv_ok, other=0.0).to(q.dtype)      # a cache in another dtype (fp8) is read as q's
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * scale
         if HAS_SOFTCAP:
             # tanh(x) = 2 * sigmoid(2x) - 1, which stays finite for any x
@@ -88,9 +86,7 @@ def _prefill_kernel(Q, K, V, Out, Table, QStart, CtxLen, Sinks,
         alpha = tl.exp(m - m_new)
         p = tl.exp(s - m_new[:, None])
         v = tl.load(V + page[:, None] * s_vp + slot[:, None] * s_vt + kvh * s_vh + d[None, :],
-                    mask=kv_ok, other=0.0)
-        if UPCAST:
-            v = v.to(tl.float32)
+                    mask=kv_ok, other=0.0).to(q.dtype)
         denom = denom * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
         m = m_new
@@ -129,8 +125,9 @@ def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     [B, W] holds its page ids by page index (entries before a row's window
     or chunk are never read).  max_query_len: the most rows of one seq (a
     host int, so no device read).  k_cache / v_cache are [num_pages, P,
-    Hkv, D] views with a contiguous last dim.  Returns [T, Hq, D] in q's
-    dtype; reads only.  Raises ValueError on a non-contiguous last dim or
+    Hkv, D] views with a contiguous last dim, in q's dtype or another (an
+    fp8 cache): keys and values are converted to q's dtype as they load.
+    Returns [T, Hq, D] in q's dtype; reads only.  Raises ValueError on a non-contiguous last dim or
     a page table with a strided row."""
     T, Hq, D = q.shape
     _, P, Hkv, _ = k_cache.shape
