@@ -21,8 +21,9 @@ def _plan_parser(sub) -> None:
     p.add_argument("--context", type=int, default=None, help="tokens per request (default: the model's max)")
     p.add_argument("--image-tokens", type=int, default=None, help="image tokens per request (VLMs)")
     p.add_argument("--gpu", default="H100", help="GPU whose memory sets the budget (H100, H200, L4)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (weights and KV split)")
-    p.add_argument("--kv-bytes", type=int, default=None, help="KV budget in bytes (overrides --gpu)")
+    p.add_argument("--tp", type=int, default=1,
+                   help="tensor-parallel degree: plan one rank's pool (its KV heads, 1/tp of the weights)")
+    p.add_argument("--kv-bytes", type=int, default=None, help="KV budget of one rank in bytes (overrides --gpu)")
     p.add_argument("--page-tokens", type=int, default=16)
     p.add_argument("--allocator", default=ALLOCATORS)
     p.add_argument("--kv-cache-dtype", default="auto",
@@ -43,7 +44,8 @@ def _simulate_parser(sub) -> None:
                    help="mmmu_pro | arxiv_qa | mmlu_pro | sharegpt | multiturn")
     p.add_argument("--trace", default=None, help="replay a JSONL trace instead of --workload")
     p.add_argument("--gpu", default="H100")
-    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--tp", type=int, default=1,
+                   help="tensor-parallel degree: one rank's pool, all-reduces over the GPU's interconnect")
     p.add_argument("--allocator", default=ALLOCATORS)
     p.add_argument("--num-requests", type=int, default=None)
     p.add_argument("--rate", type=float, default=float("inf"), help="Poisson arrivals per second (inf: all at once)")

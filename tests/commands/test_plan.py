@@ -45,19 +45,26 @@ def test_kv_cache_dtype_fp8_doubles_concurrency_and_mixed_dtypes_cost_no_waste(c
     assert "kv_cache_dtype: unknown dtype 'fp4'" in capsys.readouterr().err
 
 
+def rep_weights() -> int:
+    from jenga.memory.shapes.presets import get_preset
+    return get_preset("llama-4-scout").weights_bytes
+
+
 def test_max_context_llama4_scout_on_8_h100(capsys):
     """Paper Table 2: keeping only the current 8192-token chunk in 36 of 48
     layers fits ~4x the context of storing every token in every layer.
-    KV budget 8 x 80 GB x 0.9 - 217.3 GB of weights = 358.7 GB; jenga and
-    uniform: 12 global layers x 4096 B/token (bf16 K+V, 8 heads of 128)
-    after the chunked group's peak (36 layers x (8191 + 2048) tokens);
-    max-page: all 48 layers x 4096 B/token."""
+    Per rank (the plan the engine builds for each of the 8 GPUs): KV budget
+    80 GB x 0.9 - 217.3 / 8 GB of weights = 44.8 GB; jenga and uniform: 12
+    global layers x 512 B/token (bf16 K+V, 1 of the 8 heads of 128) after
+    the chunked group's peak (36 layers x (8191 + 2048) tokens); max-page:
+    all 48 layers x 512 B/token."""
     rep = compute("llama-4-scout", gpu="H100", tp=8, max_context=True)
     longest = rep["max_context"]
     assert set(longest) == {"jenga", "max-page", "uniform"}       # static's split is per request
     budget = rep["kv_budget_bytes"]
-    assert longest["max-page"] == pytest.approx(budget / (48 * 4096), rel=1e-4)
-    assert longest["jenga"] == pytest.approx((budget - 36 * 4096 * 10240) / (12 * 4096), rel=1e-4)
+    assert budget == 80 * 10**9 * 0.9 - rep_weights() / 8
+    assert longest["max-page"] == pytest.approx(budget / (48 * 512), rel=1e-4)
+    assert longest["jenga"] == pytest.approx((budget - 36 * 512 * 10240) / (12 * 512), rel=1e-4)
     assert longest["uniform"] == longest["jenga"] == 7_267_232
     assert 3.9 < longest["jenga"] / longest["max-page"] < 4.0
     assert main(["plan", "llama-4-scout", "--tp", "8", "--gpu", "H200", "--max-context"]) == 0

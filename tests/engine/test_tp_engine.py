@@ -79,6 +79,28 @@ def test_tp2_greedy_equals_tp1_with_hits_and_preemption(pair):
     two.manager.check_invariants()
 
 
+def test_plan_and_simulate_with_tp_agree_with_the_engine_per_rank(pair):
+    """`jenga plan --tp 2` and `simulate(tp=2)` build the very pool each
+    rank of the engine holds, and the cost model moves that rank's bytes."""
+    from jenga.commands.plan import compute
+    from jenga.memory.shapes.hf import shape_from_path
+    from jenga.sim.cost import CostModel
+    from jenga.sim.gpus import get_gpu
+    from jenga.sim.simulate import simulate
+    from jenga.sim.trace import TraceRequest
+    _, two = pair
+    path, budget = str(two.model_path), two.config.kv_cache_memory
+    rep = compute(path, tp=2, kv_bytes=budget, page_tokens=4, allocators="jenga")["plans"]["jenga"]
+    assert (rep["large_page_bytes"], rep["num_large_pages"]) == (two.plan.large_page_bytes, two.plan.num_large_pages)
+    assert [g["small_page_bytes"] for g in rep["groups"]] == [g.small_page_bytes for g in two.plan.groups]
+    shape = shape_from_path(path)
+    sim = simulate(shape, [TraceRequest(0.0, tuple(PROMPTS[0]), 4)], get_gpu("H100"), tp=2,
+                   kv_budget_bytes=budget, page_tokens=4)
+    assert (sim.kv_budget_bytes, sim.pool_bytes) == (budget, two.plan.pool_bytes)
+    specs = {s.bytes_per_token for s, _ in CostModel(shape, two.plan, get_gpu("H100"), tp=2).specs}
+    assert specs == {g.spec.bytes_per_token for g in two.plan.groups}
+
+
 def test_lost_worker_fails_the_engine_and_leaves_no_process(pair, request):
     _, two = pair
     worker = two.tp_group.procs[0]

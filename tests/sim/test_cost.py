@@ -138,13 +138,25 @@ def test_cost_does_not_depend_on_page_size():
     assert model().step(step).duration_s == model(plan=other).step(step).duration_s
 
 
-def test_tensor_parallel_divides_times_and_overheads_stay():
-    one, four = model().step(decode_step(8, 1024)), model(tp=4).step(decode_step(8, 1024))
+def test_tensor_parallel_divides_work_and_charges_two_allreduces_per_layer():
+    linked = GPUSpec("linked", 10**10, 1e15, 1e12, 1e11)
+    one = CostModel(SHAPE, PLAN, linked, PARAMS).step(decode_step(8, 1024))
+    four = CostModel(SHAPE, PLAN, linked, PARAMS, tp=4).step(decode_step(8, 1024))
+    # 8 KV heads over 4 ranks: each rank reads and writes a quarter of the state
+    assert four.state_read_bytes * 4 == one.state_read_bytes
     assert four.memory_s == pytest.approx(one.memory_s / 4, rel=1e-12)
     assert four.compute_s == pytest.approx(one.compute_s / 4, rel=1e-12)
-    assert four.overhead_s == one.overhead_s == 0.001
+    assert four.overhead_s == one.overhead_s == 0.001 and one.comm_s == 0.0
+    # 4 layers x 2 ring all-reduces of 8 tokens x 1024 x 2 B, each GPU sending 2 x 3/4 of it
+    assert four.comm_s == pytest.approx(8 * (10e-6 + 1.5 * 8 * 1024 * 2 / (1e11 * 0.8)), rel=1e-12)
+    assert four.duration_s == pytest.approx(four.memory_s + four.comm_s + 0.001, rel=1e-12)
+    # 16 ranks over 8 KV heads: each keeps one head (replicated), an eighth, not a sixteenth
+    sixteen = CostModel(SHAPE, PLAN, linked, PARAMS, tp=16).step(decode_step(8, 1024))
+    assert sixteen.state_read_bytes * 8 == one.state_read_bytes
     with pytest.raises(ValueError, match="tp"):
         model(tp=0)
+    with pytest.raises(ValueError, match="gpu test has no interconnect_bandwidth"):
+        model(tp=2)
 
 
 def test_overheads_and_empty_plan():

@@ -147,7 +147,7 @@ def test_inline_vision_model_runs_with_chunked_prefill():
 def test_default_kv_budget():
     shape = ModelShape("big", (FULL,), 8, weights_bytes=70 * 10**9)
     assert default_kv_budget(shape, GPU) == 72 * 10**9 - 70 * 10**9
-    assert default_kv_budget(shape, GPU, tp=2) == 144 * 10**9 - 70 * 10**9
+    assert default_kv_budget(shape, GPU, tp=2) == 72 * 10**9 - 35 * 10**9   # one rank: 1/2 of the weights
     with pytest.raises(ValueError, match="'big'.*raise tp"):
         default_kv_budget(shape, GPUSpec("small", 10**9, 1.0, 1.0))
 

@@ -123,7 +123,7 @@ def run(exp: Experiment, engine: str | None = None, allocators: list[str] = ALLO
     config, params = engine_settings(exp, shape, engine)
     gpu = get_gpu("H100")
     budget = default_kv_budget(shape, gpu, exp.tp, exp.gpu_memory_utilization)
-    share = artifact_static_share(build_plan(shape, budget, allocator="jenga").groups)
+    share = artifact_static_share(build_plan(shape.per_rank(exp.tp), budget, allocator="jenga").groups)
     comp = compare(shape, reqs, gpu, allocators, sched_config=config, tp=exp.tp, cost_params=params,
                    kv_budget_bytes=budget, static_share=share)
     return {"experiment": exp, "comparison": comp, "engine": engine or exp.engine}

@@ -3,7 +3,9 @@ under each allocator (bytes held, waste against the ideal, how many fit).
 With `--max-context`, also the longest single request each allocator admits
 on `--tp` x `--gpu` (the paper's Table 2: Llama 4 Scout on 8 GPUs), which
 may exceed the model's own max_position_embeddings (vLLM serves past it
-with VLLM_ALLOW_LONG_MAX_MODEL_LEN, as the paper's artifact does)."""
+with VLLM_ALLOW_LONG_MAX_MODEL_LEN, as the paper's artifact does).  With
+`--tp N` the plan and its bytes are one rank's (`ModelShape.per_rank`), the
+plan the engine builds for `tensor_parallel_size=N`."""
 
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ def compute(model: str, context: int | None = None, image_tokens: int | None = N
     from ..sim.gpus import get_gpu
     from ..sim.simulate import default_kv_budget
 
-    shape = resolve_shape(model, kv_cache_dtype)
+    model_shape = resolve_shape(model, kv_cache_dtype)
+    shape = model_shape.per_rank(tp)   # one rank's layers: the engine plans each rank's pool so
     context = shape.max_context if context is None else context
     image_tokens = shape.image_tokens_per_image if image_tokens is None else image_tokens
     if context <= 0 or context > shape.max_context:
         raise ValueError(f"--context must be in [1, {shape.max_context}] for {shape.name}, got {context}")
     if image_tokens < 0:
         raise ValueError(f"--image-tokens must be >= 0, got {image_tokens}")
-    budget = kv_bytes if kv_bytes is not None else default_kv_budget(shape, get_gpu(gpu), tp)
+    budget = kv_bytes if kv_bytes is not None else default_kv_budget(model_shape, get_gpu(gpu), tp)
     names = split_allocators(allocators)
     reference = build_plan(shape, budget, allocator="jenga", page_tokens=page_tokens)
     # static is given the split this very request needs (its best case)

@@ -62,7 +62,8 @@ class SimReport:
     bytes held, page rounding) and step counts.  mean_decode_batch: mean
     number of decoding sequences over steps that decode.  encoder_runs:
     images encoded (re-runs included).  Latency means are None when no
-    request defines them.
+    request defines them.  Under tensor parallelism kv_budget_bytes and
+    pool_bytes are one rank's (every rank holds the same pool).
     """
 
     allocator: str
@@ -107,11 +108,12 @@ class SimReport:
 
 
 def default_kv_budget(shape: ModelShape, gpu: GPUSpec, tp: int = 1, gpu_memory_utilization: float = 0.9) -> int:
-    """KV bytes over `tp` GPUs: their memory x utilisation, less the weights.
-    Raises ValueError naming the model when the weights leave nothing."""
+    """KV bytes of one of `tp` GPUs (one rank's pool): its memory x
+    utilisation, less its 1/tp of the weights.  Raises ValueError naming the
+    model when the weights leave nothing."""
     if not 0 < gpu_memory_utilization <= 1:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
-    budget = int(tp * gpu.memory_bytes * gpu_memory_utilization) - shape.weights_bytes
+    budget = int(gpu.memory_bytes * gpu_memory_utilization - shape.weights_bytes / tp)
     if budget <= 0:
         raise ValueError(f"model {shape.name!r} ({shape.weights_bytes / 1e9:.1f} GB of weights) leaves no KV "
                          f"memory on {tp} x {gpu.name}; raise tp or pass kv_budget_bytes")
@@ -180,10 +182,11 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
              kv_budget_bytes: int | None = None, sched_config: SchedulerConfig | None = None, tp: int = 1,
              cost_params: CostParams = CostParams(), gpu_memory_utilization: float = 0.9,
              plan: MemoryPlan | None = None, progress: bool = False,
-             static_share: list[float] | None = None) -> SimReport:
+             static_share: list[float] | None = None, page_tokens: int = 16) -> SimReport:
     """Run `workload_requests` to completion on `tp` x `gpu` under
-    `allocator` and report what happened (see SimReport).  The plan is
-    `jenga.memory.planner.build_plan(shape, budget, allocator=allocator)`
+    `allocator` and report what happened (see SimReport).  The plan is one
+    rank's, as the engine's: `build_plan(shape.per_rank(tp), budget,
+    allocator=allocator, page_tokens=page_tokens)` with `budget` per rank,
     unless `plan` is given; `static` splits the pool by `static_share`
     (weights per group) when given, else as the workload needs on average.
     Raises ValueError on a model that does not fit
@@ -194,9 +197,10 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
     budget = kv_budget_bytes
     if budget is None:
         budget = default_kv_budget(shape, gpu, tp, gpu_memory_utilization)
+    rank_shape = shape.per_rank(tp)
     if plan is None:
-        plan = _plan_for(shape, workload_requests, budget, allocator, static_share)
-    need = TrueNeed(_reference_plan(shape, plan))
+        plan = _plan_for(rank_shape, workload_requests, budget, allocator, static_share, page_tokens)
+    need = TrueNeed(_reference_plan(rank_shape, plan))
     manager = MemoryManager(plan, enable_prefix_caching=config.enable_prefix_caching,
                             mamba_interval=config.mamba_checkpoint_interval)
     observer = PoolObserver(manager, need)
@@ -247,7 +251,7 @@ def simulate(shape: ModelShape, workload_requests: list[TraceRequest], gpu: GPUS
 
 
 def _plan_for(shape: ModelShape, reqs: list[TraceRequest], budget: int, allocator: str,
-              static_share: list[float] | None = None) -> MemoryPlan:
+              static_share: list[float] | None = None, page_tokens: int = 16) -> MemoryPlan:
     """The allocator's plan; `static` gets `static_share`, else the split
     this workload needs on average (a profiled static partition)."""
     from ..memory.footprint import workload_static_share
@@ -256,8 +260,8 @@ def _plan_for(shape: ModelShape, reqs: list[TraceRequest], budget: int, allocato
     share = static_share if allocator == "static" else None
     if allocator == "static" and share is None:
         sizes = [(len(r.prompt) + r.output_len, sum(i.num_tokens for i in r.images)) for r in reqs]
-        share = workload_static_share(build_plan(shape, budget, allocator="jenga"), sizes)
-    return build_plan(shape, budget, allocator=allocator, static_share=share)
+        share = workload_static_share(build_plan(shape, budget, allocator="jenga", page_tokens=page_tokens), sizes)
+    return build_plan(shape, budget, allocator=allocator, static_share=share, page_tokens=page_tokens)
 
 
 def _reference_plan(shape: ModelShape, plan: MemoryPlan) -> MemoryPlan:
