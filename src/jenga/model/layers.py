@@ -139,14 +139,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 class GatedMLP(nn.Module):
     """down(act(gate(x)) * up(x)); gate and up column-parallel, down
-    row-parallel (one all-reduce) under a shard."""
+    row-parallel (one all-reduce, or none with `reduce=False`: an MoE sums
+    its experts' partial outputs once) under a shard."""
 
-    def __init__(self, hidden: int, inter: int, act: str, bias: bool = False, shard: TPShard = NO_TP) -> None:
+    def __init__(self, hidden: int, inter: int, act: str, bias: bool = False, shard: TPShard = NO_TP,
+                 reduce: bool = True) -> None:
         super().__init__()
         cols = shard.split(inter, "intermediate_size")
         self.gate_proj = ColumnParallelLinear(hidden, cols, bias, inter)
         self.up_proj = ColumnParallelLinear(hidden, cols, bias, inter)
-        self.down_proj = RowParallelLinear(cols, hidden, bias, inter, shard)
+        self.down_proj = RowParallelLinear(cols, hidden, bias, inter, shard, reduce)
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ process group its all-reduces run on.  The layers that the families use:
   `size / num_kv_heads` ranks whose query heads read it (as vLLM does).
 
 A module's `shard_slices` maps a parameter name to the (dim, start, stop)
-range of the checkpoint tensor it holds; the loader reads only that range
+range of the checkpoint tensor it holds (or several ranges of one dim, for
+fused projections such as Mamba's in_proj); the loader reads only that range
 from the safetensors file.  With `NO_TP` (one rank) every layer is the
 plain full layer and no collective runs.  Only `model/` and `engine/` import
 this (torch lives here).
@@ -29,7 +30,9 @@ import torch.nn.functional as F
 
 from ..memory.spec import kv_heads_per_rank
 
-Slice = tuple[int, int, int]   # (dim, start, stop) of a checkpoint tensor
+# (dim, start, stop) of a checkpoint tensor, or (dim, ((start, stop), ...)):
+# several ranges of one dim, concatenated (a fused projection's parts)
+Slice = tuple
 
 
 @dataclass(frozen=True)
@@ -82,35 +85,47 @@ def head_ranges(num_heads: int, num_kv_heads: int, shard: TPShard) -> tuple[tupl
     return q, (kv, kv + 1)
 
 
+def _ranges(where: Slice) -> tuple[int, tuple[tuple[int, int], ...]]:
+    return (where[0], ((where[1], where[2]),)) if len(where) == 3 else (where[0], tuple(where[1]))
+
+
 class ColumnParallelLinear(nn.Linear):
     """y = x W[rows]^T + b[rows]: the output rows [start, stop) of an
-    `in_features x out_total` linear layer (all of them with NO_TP)."""
+    `in_features x out_total` linear layer (all of them with NO_TP); `rows`
+    may also be several (start, stop) ranges, kept in order."""
 
-    def __init__(self, in_features: int, rows: tuple[int, int], bias: bool, out_total: int) -> None:
-        start, stop = rows
-        super().__init__(in_features, stop - start, bias=bias)
+    def __init__(self, in_features: int, rows, bias: bool, out_total: int) -> None:
+        ranges = tuple(rows) if isinstance(rows[0], tuple) else (tuple(rows),)
+        super().__init__(in_features, sum(e - s for s, e in ranges), bias=bias)
         self.shard_slices: dict[str, Slice] = {}
-        if (start, stop) != (0, out_total):
-            self.shard_slices = {"weight": (0, start, stop), "bias": (0, start, stop)}
+        if ranges != ((0, out_total),):
+            where = (0, ranges) if len(ranges) > 1 else (0, *ranges[0])
+            self.shard_slices = {"weight": where, "bias": where}
 
 
 class RowParallelLinear(nn.Module):
     """y = sum over ranks of x_r W[:, cols_r]^T, then + b: the input columns
-    [start, stop) of a linear layer; one all-reduce per call when sharded."""
+    [start, stop) of a linear layer; one all-reduce per call when sharded
+    (`reduce=False`: the caller sums several partial outputs at once; then
+    the bias is added on rank 0 only)."""
 
     def __init__(self, cols: tuple[int, int], out_features: int, bias: bool, in_total: int,
-                 shard: TPShard) -> None:
+                 shard: TPShard, reduce: bool = True) -> None:
         super().__init__()
         start, stop = cols
         self.weight = nn.Parameter(torch.empty(out_features, stop - start), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
-        self.shard = shard
+        self.shard, self.reduce = shard, reduce
         self.shard_slices: dict[str, Slice] = {}
         if (start, stop) != (0, in_total):
             self.shard_slices = {"weight": (1, start, stop)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.shard.all_reduce(F.linear(x, self.weight))
+        y = F.linear(x, self.weight)
+        if self.reduce:
+            y = self.shard.all_reduce(y)
+        elif not self.shard.driver:
+            return y
         return y if self.bias is None else y + self.bias
 
 
@@ -118,8 +133,9 @@ def narrow(tensor: torch.Tensor, where: Slice | None) -> torch.Tensor:
     """The (dim, start, stop) range of a full checkpoint tensor."""
     if where is None:
         return tensor
-    dim, start, stop = where
-    return tensor.narrow(dim, start, stop - start)
+    dim, ranges = _ranges(where)
+    parts = [tensor.narrow(dim, s, e - s) for s, e in ranges]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
 def read_slice(sf, name: str, where: Slice | None) -> torch.Tensor:
@@ -127,8 +143,10 @@ def read_slice(sf, name: str, where: Slice | None) -> torch.Tensor:
     `where` of it (the whole tensor when None)."""
     if where is None:
         return sf.get_tensor(name)
-    dim, start, stop = where
-    view = sf.get_slice(name)
-    index = [slice(None)] * len(view.get_shape())
-    index[dim] = slice(start, stop)
-    return view[tuple(index)]
+    dim, ranges = _ranges(where)
+    view, parts = sf.get_slice(name), []
+    for start, stop in ranges:
+        index = [slice(None)] * len(view.get_shape())
+        index[dim] = slice(start, stop)
+        parts.append(view[tuple(index)])
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)

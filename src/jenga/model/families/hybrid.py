@@ -28,7 +28,8 @@ from ..attn_metadata import AttnMetadata
 from ..kv_pool import KVPool
 from ..layers import RMSNorm, Rope, apply_rope
 from ..mamba_ops import causal_conv1d, conv_state_after
-from ..parallel import NO_TP
+from ...memory.spec import kv_heads_per_rank
+from ..parallel import NO_TP, ColumnParallelLinear, RowParallelLinear, TPShard, head_ranges
 from ..state_metadata import GroupStateMetadata, StateBatch, StateMetadata
 from .base import Arch, DecoderLM, hf_config
 
@@ -83,15 +84,16 @@ def decode_special_floats(obj):
 
 class HybridAttention(nn.Module):
     """Attention of a hybrid layer: optional RoPE on the first `rotary_dim`
-    dims of each head, no window."""
+    dims of each head, no window; this rank's heads under a shard."""
 
-    def __init__(self, a: Arch, rotary_dim: int, bias: bool = False) -> None:
+    def __init__(self, a: Arch, rotary_dim: int, bias: bool = False, shard: TPShard = NO_TP) -> None:
         super().__init__()
         D = a.head_dim
-        self.q_proj = nn.Linear(a.hidden_size, a.num_heads * D, bias=bias)
-        self.k_proj = nn.Linear(a.hidden_size, a.num_kv_heads * D, bias=bias)
-        self.v_proj = nn.Linear(a.hidden_size, a.num_kv_heads * D, bias=bias)
-        self.o_proj = nn.Linear(a.num_heads * D, a.hidden_size, bias=bias)
+        (q0, q1), (k0, k1) = head_ranges(a.num_heads, a.num_kv_heads, shard)
+        self.q_proj = ColumnParallelLinear(a.hidden_size, (q0 * D, q1 * D), bias, a.num_heads * D)
+        self.k_proj = ColumnParallelLinear(a.hidden_size, (k0 * D, k1 * D), bias, a.num_kv_heads * D)
+        self.v_proj = ColumnParallelLinear(a.hidden_size, (k0 * D, k1 * D), bias, a.num_kv_heads * D)
+        self.o_proj = RowParallelLinear((q0 * D, q1 * D), a.hidden_size, bias, a.num_heads * D, shard)
         self.head_dim, self.rotary_dim, self.scale = D, rotary_dim, a.scale
 
     def _rotate(self, x: torch.Tensor, cos_sin) -> torch.Tensor:
@@ -144,20 +146,25 @@ class HybridLM(DecoderLM):
     Subclasses set `model_types` and implement `is_attention(cfg)` (per
     layer), `make_mamba(cfg, i)`, `make_ffn(cfg, i)`, `state_shapes(cfg)`
     ((conv_state, ssm_state) element shapes of one mixer) and optionally
-    `rotary(cfg)` ((rope_parameters, rotary_dim) or None).
+    `rotary(cfg)` ((rope_parameters, rotary_dim) or None).  Under a shard
+    the mixers and FFNs use `self.shard`; a recurrent state is split along
+    its first dim (LayerSpec.per_rank), and only rank 0 has the LM head.
     """
 
-    tensor_parallel = False   # Mamba mixers are not sharded yet (docs/parallel.md)
+    tensor_parallel = False   # per family: its Mamba mixer must be sharded (docs/parallel.md)
 
     @classmethod
     def arch_from_config(cls, cfg) -> Arch:
         return hybrid_arch(cfg)
 
-    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 shard: TPShard = NO_TP) -> None:
         nn.Module.__init__(self)
+        if shard.size > 1 and not self.tensor_parallel:
+            raise ValueError(f"{type(self).__name__} does not support tensor_parallel_size > 1 yet")
         cfg = self.config = hf_config(decode_special_floats(config) if isinstance(config, dict) else config)
         a = self.arch = self.arch_from_config(cfg)
-        self.dtype, self.device, self.shard = dtype, torch.device(device), NO_TP
+        self.dtype, self.device, self.shard = dtype, torch.device(device), shard
         attends = tuple(self.is_attention(cfg))
         if len(attends) != a.num_layers:
             raise ValueError(f"is_attention gave {len(attends)} entries for {a.num_layers} layers")
@@ -167,16 +174,18 @@ class HybridLM(DecoderLM):
             self.model = nn.Module()
             self.model.embed_tokens = nn.Embedding(a.vocab_size, a.hidden_size)
             self.model.layers = nn.ModuleList(
-                HybridLayer("self_attn", HybridAttention(a, rot[1] if rot else 0, bias), self.make_ffn(cfg, i),
+                HybridLayer("self_attn", HybridAttention(a, rot[1] if rot else 0, bias, shard), self.make_ffn(cfg, i),
                             a.hidden_size, a.rms_eps) if att else
                 HybridLayer("mamba", self.make_mamba(cfg, i), self.make_ffn(cfg, i), a.hidden_size, a.rms_eps)
                 for i, att in enumerate(attends))
             self.model.final_layernorm = RMSNorm(a.hidden_size, a.rms_eps)
-            self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False)
+            self.lm_head = nn.Linear(a.hidden_size, a.vocab_size, bias=False) if shard.driver else None
         self.requires_grad_(False)
         self._attn = tuple(i for i, att in enumerate(attends) if att)
         self._state = tuple(i for i, att in enumerate(attends) if not att)
-        self._state_shapes = self.state_shapes(cfg)
+        conv, ssm = self.state_shapes(cfg)
+        n = shard.size
+        self._state_shapes = ((conv[0] // n,) + tuple(conv[1:]), (ssm[0] // n,) + tuple(ssm[1:]))
         self._rope = Rope(rot[1], rot[0], a.max_position) if rot else None
 
     # -- family hooks ------------------------------------------------------
@@ -207,7 +216,8 @@ class HybridLM(DecoderLM):
 
     def layer_kv_shapes(self) -> dict[int, tuple[int, int, int, int]]:
         a = self.arch
-        return {i: (a.num_kv_heads, a.head_dim, 0, 0) for i in self._attn}
+        heads = kv_heads_per_rank(a.num_kv_heads, self.shard.size)
+        return {i: (heads, a.head_dim, 0, 0) for i in self._attn}
 
     def layer_state_shapes(self) -> dict[int, tuple[tuple[int, ...], tuple[int, ...]]]:
         """Per recurrent layer: (conv_state, ssm_state) element shapes."""
@@ -229,4 +239,6 @@ class HybridLM(DecoderLM):
             h = layer(h, ctx, i)
         if rows is not None:
             h = h[rows]
+        if self.lm_head is None:   # a tensor-parallel worker: rank 0 alone computes logits
+            return h
         return self.lm_head(self.model.final_layernorm(h))

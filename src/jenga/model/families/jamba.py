@@ -9,6 +9,12 @@ The router softmaxes over all experts and keeps the top-k probabilities
 unnormalised.  Checkpoints store experts one by one
 (`feed_forward.experts.{e}.{gate,up,down}_proj`), as Jamba's and
 `save_pretrained`'s do.
+
+Tensor parallel (docs/parallel.md): the mixer by d_inner (in_proj's x and
+gate rows, conv channels, dt_proj rows, A and D rows; x_proj and out_proj
+row-parallel, so dt, B and C are all-reduced before their norms), conv and
+SSM states split the same way; attention by heads; every expert's MLP by
+its intermediate size, with one all-reduce for the whole MoE.
 """
 
 from __future__ import annotations
@@ -19,23 +25,30 @@ import torch.nn.functional as F
 
 from ..layers import GatedMLP, RMSNorm
 from ..mamba_ops import selective_scan
+from ..parallel import NO_TP, ColumnParallelLinear, RowParallelLinear, TPShard
 from .hybrid import HybridLM, StepInputs, run_conv, write_states
 
 
 class JambaMamba(nn.Module):
     """Mamba-1 mixer over the pool: in_proj -> (conv -> x_proj -> scan) * silu(gate) -> out_proj."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, shard: TPShard = NO_TP) -> None:
         super().__init__()
         hidden, inner = cfg.hidden_size, cfg.mamba_expand * cfg.hidden_size
         N, K, R = cfg.mamba_d_state, cfg.mamba_d_conv, cfg.mamba_dt_rank
-        self.in_proj = nn.Linear(hidden, 2 * inner, bias=cfg.mamba_proj_bias)
-        self.conv1d = nn.Conv1d(inner, inner, K, groups=inner, bias=cfg.mamba_conv_bias)
-        self.x_proj = nn.Linear(inner, R + 2 * N, bias=False)
-        self.dt_proj = nn.Linear(R, inner, bias=True)
-        self.A_log = nn.Parameter(torch.empty(inner, N))
-        self.D = nn.Parameter(torch.empty(inner))
-        self.out_proj = nn.Linear(inner, hidden, bias=cfg.mamba_proj_bias)
+        s, e = shard.split(inner, "mamba_expand * hidden_size")
+        self.in_proj = ColumnParallelLinear(hidden, ((s, e), (inner + s, inner + e)), cfg.mamba_proj_bias,
+                                            2 * inner)
+        self.conv1d = nn.Conv1d(e - s, e - s, K, groups=e - s, bias=cfg.mamba_conv_bias)
+        self.x_proj = RowParallelLinear((s, e), R + 2 * N, False, inner, shard)
+        self.dt_proj = ColumnParallelLinear(R, (s, e), True, inner)
+        self.A_log = nn.Parameter(torch.empty(e - s, N))
+        self.D = nn.Parameter(torch.empty(e - s))
+        self.out_proj = RowParallelLinear((s, e), hidden, cfg.mamba_proj_bias, inner, shard)
+        rows = (0, s, e)
+        self.shard_slices = {} if shard.size == 1 else {"A_log": rows, "D": rows}
+        if shard.size > 1:
+            self.conv1d.shard_slices = {"weight": rows, "bias": rows}
         self.dt_layernorm = RMSNorm(R, cfg.rms_norm_eps)
         self.b_layernorm = RMSNorm(N, cfg.rms_norm_eps)
         self.c_layernorm = RMSNorm(N, cfg.rms_norm_eps)
@@ -63,12 +76,12 @@ class JambaMamba(nn.Module):
 class JambaMoE(nn.Module):
     """Router over all experts (softmax), the top-k probabilities as weights."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, shard: TPShard = NO_TP) -> None:
         super().__init__()
         self.router = nn.Linear(cfg.hidden_size, cfg.num_experts, bias=False)
-        self.experts = nn.ModuleList(GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
-                                     for _ in range(cfg.num_experts))
-        self.top_k = cfg.num_experts_per_tok
+        self.experts = nn.ModuleList(GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, shard=shard,
+                                              reduce=False) for _ in range(cfg.num_experts))
+        self.top_k, self.shard = cfg.num_experts_per_tok, shard
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self.router(x), dim=-1, dtype=torch.float32)
@@ -78,22 +91,23 @@ class JambaMoE(nn.Module):
         for e in torch.unique(chosen).tolist():
             tok, slot = torch.where(chosen == e)
             out.index_add_(0, tok, self.experts[e](x[tok]) * weights[tok, slot, None])
-        return out
+        return self.shard.all_reduce(out)
 
 
 class JambaForCausalLM(HybridLM):
     model_types = ("jamba",)
+    tensor_parallel = True
 
     def is_attention(self, cfg) -> list[bool]:
         return [i % cfg.attn_layer_period == cfg.attn_layer_offset for i in range(cfg.num_hidden_layers)]
 
     def make_mamba(self, cfg, i: int) -> nn.Module:
-        return JambaMamba(cfg)
+        return JambaMamba(cfg, self.shard)
 
     def make_ffn(self, cfg, i: int) -> nn.Module:
         if cfg.num_experts > 1 and i % cfg.expert_layer_period == cfg.expert_layer_offset:
-            return JambaMoE(cfg)
-        return GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
+            return JambaMoE(cfg, self.shard)
+        return GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, shard=self.shard)
 
     def state_shapes(self, cfg) -> tuple[tuple[int, ...], tuple[int, ...]]:
         inner = cfg.mamba_expand * cfg.hidden_size
