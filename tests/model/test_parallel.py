@@ -216,16 +216,28 @@ def _serve(path, tp: int, budget: int, batches) -> tuple[list[list[list[int]]], 
     return outs, sched.stats
 
 
-def test_sharded_jamba_with_hits_and_preemption_matches_unsharded(tmp_path):
-    """Jamba at TP=2 (Mamba-1 by d_inner, conv and SSM states halved, MoE
-    experts by intermediate size, attention by heads) under the real
-    scheduler: a warm-up, then six requests sharing 8- and 16-token
-    prefixes that outgrow their pool while decoding (preemption); tokens
-    equal TP=1's."""
-    hf_cls, cfg = tf.JambaForCausalLM, tf.JambaConfig(
-        **{k: v for k, v in BASE.items() if k != "head_dim"}, num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1,
-        expert_layer_period=2, expert_layer_offset=1, num_experts=4, num_experts_per_tok=2, mamba_d_state=8,
-        mamba_d_conv=4, mamba_expand=2, mamba_dt_rank=8)
+HYBRID_BASE = {k: v for k, v in BASE.items() if k != "head_dim"}
+HYBRIDS = {
+    # mamba, attention+MoE, mamba, attention+MoE
+    "jamba": lambda: (tf.JambaForCausalLM, tf.JambaConfig(
+        **HYBRID_BASE, num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
+        expert_layer_offset=1, num_experts=4, num_experts_per_tok=2, mamba_d_state=8, mamba_d_conv=4,
+        mamba_expand=2, mamba_dt_rank=8)),
+    # mamba2, attention, mamba2, attention; 4 heads over d_inner 128, 2 groups of B/C, SSD chunks of 8
+    "bamba": lambda: (tf.BambaForCausalLM, tf.BambaConfig(
+        **HYBRID_BASE, num_hidden_layers=4, attn_layer_indices=[1, 3], mamba_n_heads=4, mamba_d_state=8,
+        mamba_n_groups=2, mamba_d_conv=4, mamba_chunk_size=8, attention_bias=True)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(HYBRIDS))
+def test_sharded_hybrid_with_hits_and_preemption_matches_unsharded(family, tmp_path):
+    """Jamba (Mamba-1 by d_inner, MoE experts by intermediate size) and
+    Bamba (Mamba-2 by heads and groups) at TP=2, conv and SSM states split
+    alike, attention by heads, under the real scheduler: a warm-up, then six
+    requests sharing 8- and 16-token prefixes that outgrow their pool while
+    decoding (preemption); tokens equal TP=1's."""
+    hf_cls, cfg = HYBRIDS[family]()
     tiny_checkpoint(hf_cls, cfg, tmp_path)
     g = torch.Generator().manual_seed(3)
     shared = torch.randint(0, 256, (40,), generator=g).tolist()
@@ -238,3 +250,11 @@ def test_sharded_jamba_with_hits_and_preemption_matches_unsharded(tmp_path):
     assert got == ref
     assert stats.hit_tokens > 0 and stats.num_preemptions > 0
     assert (stats.hit_tokens, stats.num_preemptions) == (ref_stats.hit_tokens, ref_stats.num_preemptions)
+
+
+def test_bamba_needs_its_groups_to_split():
+    from jenga.model.families.bamba import BambaForCausalLM
+    _, cfg = HYBRIDS["bamba"]()
+    cfg.mamba_n_groups = 1
+    with pytest.raises(ValueError, match="mamba_n_groups=1 is not divisible by tensor_parallel_size=2"):
+        BambaForCausalLM(cfg, shard=TPShard(0, 2, object()))

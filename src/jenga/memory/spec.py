@@ -125,9 +125,8 @@ class LayerSpec:
         """What one of `tp` tensor-parallel ranks stores of this layer
         (docs/parallel.md): its KV heads (an even split, or one replicated
         head when the ranks outnumber them); a recurrent state split along
-        its first dim (Mamba-1 channels, as the engine shards Jamba;
-        Mamba-2 heads, an assumption of the simulator: the engine does not
-        shard Bamba yet); vision embeddings
+        its first dim (Mamba-1 channels, Mamba-2 heads with their B/C
+        groups, as the engine shards Jamba and Bamba); vision embeddings
         whole (the tower is replicated).  ValueError when they do not split."""
         if tp == 1:
             return self

@@ -10,6 +10,14 @@ clamped to `time_step_limit`; then a gated RMSNorm over groups
 each head (`partial_rotary_factor` 0.5, which transformers hard-codes for
 Bamba).  The conv state is [conv_dim, d_conv] with conv_dim = d_inner +
 2 * groups * d_state; the SSM state is [heads, head_dim, d_state].
+
+Tensor parallel (docs/parallel.md): the mixer by heads, and B / C by
+groups (`mamba_n_groups` must divide by the ranks: groups are not
+replicated): in_proj keeps its z, x, B, C and dt rows of this rank (five
+ranges of one fused tensor), the conv its x, B and C channels, so the conv
+state [conv_dim / N, d_conv] and the SSM state [heads / N, head_dim,
+d_state] split alike; the gated norm keeps its channels (whole groups),
+out_proj is row-parallel.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import torch.nn.functional as F
 
 from ..layers import GatedMLP
 from ..mamba_ops import ssd_scan, ssd_step
+from ..parallel import NO_TP, ColumnParallelLinear, RowParallelLinear, TPShard
 from .hybrid import HybridLM, StepInputs, run_conv, write_states
 
 
@@ -51,17 +60,30 @@ class GatedRMSNorm(nn.Module):
 class BambaMamba(nn.Module):
     """Mamba-2 mixer over the pool."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, shard: TPShard = NO_TP) -> None:
         super().__init__()
         inner, H, P, G, N, conv_dim = mamba2_dims(cfg)
-        self.in_proj = nn.Linear(cfg.hidden_size, inner + conv_dim + H, bias=cfg.mamba_proj_bias)
-        self.conv1d = nn.Conv1d(conv_dim, conv_dim, cfg.mamba_d_conv, groups=conv_dim, bias=cfg.mamba_conv_bias)
-        self.dt_bias = nn.Parameter(torch.empty(H))
-        self.A_log = nn.Parameter(torch.empty(H))
-        self.D = nn.Parameter(torch.empty(H))
-        self.norm = GatedRMSNorm(inner, inner // G, cfg.rms_norm_eps)
-        self.out_proj = nn.Linear(inner, cfg.hidden_size, bias=cfg.mamba_proj_bias)
-        self.dims = (inner, H, P, G, N, conv_dim)
+        (s, e), (h0, h1) = shard.split(inner, "d_inner"), shard.split(H, "mamba_n_heads")
+        g0, g1 = shard.split(G, "mamba_n_groups")
+        # this rank's x, B and C channels of the conv input x|B|C, and of in_proj's z|x|B|C|dt
+        xbc = ((s, e), (inner + g0 * N, inner + g1 * N), (inner + (G + g0) * N, inner + (G + g1) * N))
+        rows = ((s, e),) + tuple((inner + a, inner + b) for a, b in xbc) + \
+            ((inner + conv_dim + h0, inner + conv_dim + h1),)
+        inner_l, H_l, G_l = e - s, h1 - h0, g1 - g0
+        conv_l = inner_l + 2 * G_l * N
+        self.in_proj = ColumnParallelLinear(cfg.hidden_size, rows, cfg.mamba_proj_bias, inner + conv_dim + H)
+        self.conv1d = nn.Conv1d(conv_l, conv_l, cfg.mamba_d_conv, groups=conv_l, bias=cfg.mamba_conv_bias)
+        self.dt_bias = nn.Parameter(torch.empty(H_l))
+        self.A_log = nn.Parameter(torch.empty(H_l))
+        self.D = nn.Parameter(torch.empty(H_l))
+        self.norm = GatedRMSNorm(inner_l, inner // G, cfg.rms_norm_eps)
+        self.out_proj = RowParallelLinear((s, e), cfg.hidden_size, cfg.mamba_proj_bias, inner, shard)
+        self.dims = (inner_l, H_l, P, G_l, N, conv_l)
+        if shard.size > 1:
+            heads = (0, h0, h1)
+            self.shard_slices = {"dt_bias": heads, "A_log": heads, "D": heads}
+            self.conv1d.shard_slices = {"weight": (0, xbc), "bias": (0, xbc)}
+            self.norm.shard_slices = {"weight": (0, s, e)}
         limit = cfg.time_step_limit or (0.0, float("inf"))
         self.dt_limit = (float(limit[0]), float(limit[1]))
         self.chunk, self.act = cfg.mamba_chunk_size, cfg.hidden_act
@@ -94,16 +116,18 @@ class BambaMamba(nn.Module):
 
 class BambaForCausalLM(HybridLM):
     model_types = ("bamba",)
+    tensor_parallel = True
 
     def is_attention(self, cfg) -> list[bool]:
         attn = set(cfg.attn_layer_indices or ())
         return [i in attn for i in range(cfg.num_hidden_layers)]
 
     def make_mamba(self, cfg, i: int) -> nn.Module:
-        return BambaMamba(cfg)
+        return BambaMamba(cfg, self.shard)
 
     def make_ffn(self, cfg, i: int) -> nn.Module:
-        return GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, bias=bool(cfg.mlp_bias))
+        return GatedMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, bias=bool(cfg.mlp_bias),
+                        shard=self.shard)
 
     def state_shapes(self, cfg) -> tuple[tuple[int, ...], tuple[int, ...]]:
         _, H, P, _, N, conv_dim = mamba2_dims(cfg)
