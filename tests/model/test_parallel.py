@@ -156,7 +156,7 @@ def test_shard_needs_a_group_and_a_valid_rank():
 def _serve(path, tp: int, budget: int, batches) -> tuple[list[list[list[int]]], object]:
     """One Scheduler + MemoryManager (planned per rank) driving `tp` rank
     threads, rank 0 sampling, as TPExecutor drives processes; each batch
-    runs to completion.  Returns (tokens per batch in input order, stats)."""
+    (token-id prompts, or PreparedPrompts with images) runs to completion.  Returns (tokens per batch in input order, stats)."""
     import queue
 
     from jenga.engine.sampler import Sampler
@@ -176,7 +176,9 @@ def _serve(path, tp: int, budget: int, batches) -> tuple[list[list[list[int]]], 
             runner = ModelRunner(load_model(path, shard=shard), KVPool(plan), plan,
                                  sampler=Sampler(seed=0) if r == 0 else None)
             while (step := inbox[r].get()) is not None:
-                if r == 0:
+                if isinstance(step, tuple):   # ("inputs", req_id, images), as TPExecutor sends them
+                    runner.register_inputs(step[1], step[2])
+                elif r == 0:
                     results.put(runner.execute(step))
                 else:
                     runner.forget(step.finished)
@@ -196,7 +198,14 @@ def _serve(path, tp: int, budget: int, batches) -> tuple[list[list[list[int]]], 
         for b, batch in enumerate(batches):
             tokens = {f"{b}.{i}": [] for i in range(len(batch))}
             for i, p in enumerate(batch):
-                sched.add_request(Request(f"{b}.{i}", p, params=params))
+                rid = f"{b}.{i}"
+                if isinstance(p, list):
+                    sched.add_request(Request(rid, p, params=params))
+                    continue
+                sched.add_request(Request(rid, list(p.token_ids), params=params, images=p.images,
+                                          cache_salt=p.cache_salt))
+                for q in inbox:
+                    q.put(("inputs", rid, p.inputs))
             while sched.has_unfinished():
                 step = sched.schedule()
                 for q in inbox:
@@ -258,3 +267,20 @@ def test_bamba_needs_its_groups_to_split():
     cfg.mamba_n_groups = 1
     with pytest.raises(ValueError, match="mamba_n_groups=1 is not divisible by tensor_parallel_size=2"):
         BambaForCausalLM(cfg, shard=TPShard(0, 2, object()))
+
+
+def test_sharded_llava_decoder_with_replicated_tower_matches_unsharded(tmp_path):
+    """LLaVA at TP=2: the Llama decoder sharded, the CLIP tower and the
+    projector replicated on both ranks (each encodes the image into its own
+    embedding pages); images reach every rank as TPExecutor sends them.  A
+    prompt again hits its image's pages; tokens equal TP=1's."""
+    from jenga.engine.vision_inputs import VisionPrompts
+    from vlm_helpers import BOS, IMAGE, random_image, tiny_llava
+    tiny_llava(tmp_path)
+    vision = VisionPrompts(load_model(tmp_path), tmp_path)
+    image = random_image(0, 20, 37)
+    first = vision.prepare([BOS, 65, 66, IMAGE, 67, 68], [image])
+    batches = [[first], [vision.prepare([BOS, 65, 66, IMAGE, 99, 98], [image]), [BOS, 70, 71, 72]]]
+    ref, ref_stats = _serve(tmp_path, 1, 1 << 20, batches)
+    got, stats = _serve(tmp_path, 2, 1 << 20, batches)
+    assert got == ref and stats.hit_tokens == ref_stats.hit_tokens > 0
