@@ -284,3 +284,20 @@ def test_sharded_llava_decoder_with_replicated_tower_matches_unsharded(tmp_path)
     ref, ref_stats = _serve(tmp_path, 1, 1 << 20, batches)
     got, stats = _serve(tmp_path, 2, 1 << 20, batches)
     assert got == ref and stats.hit_tokens == ref_stats.hit_tokens > 0
+
+
+def test_sharded_mllama_cross_attention_matches_unsharded(tmp_path):
+    """mllama at TP=2: self- and cross-attention by heads (each rank writes
+    its KV heads of the encoder states into its cross pages), the vision
+    tower and projector replicated; the same image again hits; tokens equal
+    TP=1's."""
+    from jenga.engine.vision_inputs import VisionPrompts
+    from vlm_helpers import BOS, IMAGE, random_image, tiny_mllama
+    tiny_mllama(tmp_path)
+    vision = VisionPrompts(load_model(tmp_path), tmp_path)
+    image = random_image(0, 20, 37)
+    batches = [[vision.prepare([BOS, IMAGE, 65, 66, 67, 68], [image])],
+               [vision.prepare([BOS, IMAGE, 65, 66, 67, 99], [image]), [BOS, 70, 71, 72]]]
+    ref, ref_stats = _serve(tmp_path, 1, 1 << 20, batches)
+    got, stats = _serve(tmp_path, 2, 1 << 20, batches)
+    assert got == ref and stats.hit_tokens == ref_stats.hit_tokens > 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ...memory.spec import kv_heads_per_rank
 from ...sched.step import StepPlan
 from ..attn_metadata import AttnMetadata
 from ..cross_attention import CrossMetadata, build_cross_metadata, cross_attend
@@ -29,6 +30,7 @@ from ..image_processing import mllama_pixels, pixel_hash, processor_settings
 from ..kv_pool import KVPool
 from ..layers import GatedMLP, RMSNorm
 from ..multimodal import ImageInput, ImageStore, encoder_runs, image_slots, require_pages
+from ..parallel import NO_TP, ColumnParallelLinear, RowParallelLinear, TPShard, head_ranges
 from .base import Arch, DecoderLM, common_arch, hf_config
 from .mllama_vision import MllamaVisionModel
 
@@ -39,13 +41,17 @@ _PROJ = ("model.multi_modal_projector.", "multi_modal_projector.")
 
 
 class CrossAttention(nn.Module):
-    def __init__(self, a: Arch) -> None:
+    """Cross-attention over the encoder's K/V pages; sharded by heads like
+    self-attention (each rank writes its KV heads of the encoder states)."""
+
+    def __init__(self, a: Arch, shard: TPShard = NO_TP) -> None:
         super().__init__()
         D = a.head_dim
-        self.q_proj = nn.Linear(a.hidden_size, a.num_heads * D, bias=False)
-        self.k_proj = nn.Linear(a.hidden_size, a.num_kv_heads * D, bias=False)
-        self.v_proj = nn.Linear(a.hidden_size, a.num_kv_heads * D, bias=False)
-        self.o_proj = nn.Linear(a.num_heads * D, a.hidden_size, bias=False)
+        (q0, q1), (k0, k1) = head_ranges(a.num_heads, a.num_kv_heads, shard)
+        self.q_proj = ColumnParallelLinear(a.hidden_size, (q0 * D, q1 * D), False, a.num_heads * D)
+        self.k_proj = ColumnParallelLinear(a.hidden_size, (k0 * D, k1 * D), False, a.num_kv_heads * D)
+        self.v_proj = ColumnParallelLinear(a.hidden_size, (k0 * D, k1 * D), False, a.num_kv_heads * D)
+        self.o_proj = RowParallelLinear((q0 * D, q1 * D), a.hidden_size, False, a.num_heads * D, shard)
         self.q_norm, self.k_norm = RMSNorm(D, a.rms_eps), RMSNorm(D, a.rms_eps)
         self.head_dim, self.scale = D, a.scale
 
@@ -61,12 +67,12 @@ class CrossAttention(nn.Module):
 
 
 class CrossDecoderLayer(nn.Module):
-    def __init__(self, a: Arch) -> None:
+    def __init__(self, a: Arch, shard: TPShard = NO_TP) -> None:
         super().__init__()
-        self.cross_attn = CrossAttention(a)
+        self.cross_attn = CrossAttention(a, shard)
         self.input_layernorm = RMSNorm(a.hidden_size, a.rms_eps)
         self.post_attention_layernorm = RMSNorm(a.hidden_size, a.rms_eps)
-        self.mlp = GatedMLP(a.hidden_size, a.intermediate_size, a.act)
+        self.mlp = GatedMLP(a.hidden_size, a.intermediate_size, a.act, shard=shard)
         self.cross_attn_attn_gate = nn.Parameter(torch.empty(1), requires_grad=False)
         self.cross_attn_mlp_gate = nn.Parameter(torch.empty(1), requires_grad=False)
 
@@ -83,11 +89,11 @@ class MllamaForConditionalGeneration(DecoderLM):
     accepts_images = True
     expands_image_tokens = False          # one <|image|> token per image in the prompt
     prefix_depends_on_images = True
-    tensor_parallel = False   # cross-attention is not sharded yet (docs/parallel.md)
 
-    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 shard: TPShard = NO_TP) -> None:
         full = hf_config(config)
-        super().__init__(full.text_config, dtype, device)
+        super().__init__(full.text_config, dtype, device, shard)   # vision tower and projector replicated
         self.vlm_config, vc, a = full, full.vision_config, self.arch
         self.cross_layers = tuple(sorted(full.text_config.cross_attention_layers))
         if any(not 0 <= i < a.num_layers for i in self.cross_layers):
@@ -97,7 +103,7 @@ class MllamaForConditionalGeneration(DecoderLM):
             # 8 extra rows: the image token and reserved ids sit past the text vocabulary
             self.model.embed_tokens = nn.Embedding(a.vocab_size + 8, a.hidden_size)
             for i in self.cross_layers:
-                self.model.layers[i] = CrossDecoderLayer(a)
+                self.model.layers[i] = CrossDecoderLayer(a, shard)
             self.vision_model = MllamaVisionModel(vc)
             self.multi_modal_projector = nn.Linear(vc.vision_output_dim, a.hidden_size)
         self.patches = self.vision_model.num_patches
@@ -113,7 +119,8 @@ class MllamaForConditionalGeneration(DecoderLM):
 
     def layer_kv_shapes(self) -> dict[int, tuple[int, int, int, int]]:
         a = self.arch
-        return {**super().layer_kv_shapes(), **{i: (a.num_kv_heads, a.head_dim, 0, 0) for i in self.cross_layers}}
+        heads = kv_heads_per_rank(a.num_kv_heads, self.shard.size)
+        return {**super().layer_kv_shapes(), **{i: (heads, a.head_dim, 0, 0) for i in self.cross_layers}}
 
     def map_name(self, name: str) -> str | None:
         for prefixes, target in ((_TEXT, "model."), (_HEAD, "lm_head."), (_VISION, "vision_model."),
@@ -187,4 +194,6 @@ class MllamaForConditionalGeneration(DecoderLM):
                 h = layer(h, cross[i], kv_pool.kv_view(i))
         if rows is not None:
             h = h[rows]
+        if self.lm_head is None:   # a tensor-parallel worker: rank 0 alone computes logits
+            return h
         return self.lm_head(self.model.norm(h))
