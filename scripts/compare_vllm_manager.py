@@ -1,21 +1,24 @@
 #!/usr/bin/env python
-"""Side by side: vLLM's v1 KVCacheManager and Jenga's MemoryManager on one trace.
+"""Side by side: vLLM's v1 KVCacheManager and Jenga's MemoryManager on several traces.
 
 An optional tool, outside CI and the install: it needs vLLM, which lives in its
 own virtualenv (CPU use only: no tensor is ever allocated), with Jenga's pure
 Python `memory/` on the path:
 
-    PYTHONPATH=/work/main/src /work/vllm-venv/bin/python scripts/compare_vllm_manager.py
+    PYTHONPATH=$PWD/src /work/vllm-venv/bin/python scripts/compare_vllm_manager.py
 
 One discrete-step continuous-batching loop (`compare_replay.run`) replays a
-seeded trace through either manager behind a small adapter (`JengaSide` in
-`compare_replay.py`, `VllmSide` in `compare_vllm_side.py`, imported only when
-this script runs), so the runs differ only in the manager: the same token
-budget per step, running requests first, admission in arrival order while the
-manager can allocate, preemption of the newest running request when it cannot,
-the same byte budget and the same model shape.  This file holds the model
-shapes, the plans, the report and the command line.  Exits with a message
-naming the fix when vLLM is not importable.
+seeded trace (`compare_traces.py`) through either manager behind a small
+adapter (`JengaSide` in `compare_replay.py`, `VllmSide` in
+`compare_vllm_side.py`, imported only when this script runs): the same token
+budget per step, running requests first, admission in arrival order while
+the manager can allocate, preemption of the newest running request when it
+cannot, the same byte budget and the same model shape.  Each system runs at
+its shipped defaults (vLLM 0.33: the whole prompt must fit at admission,
+retention interval 0; Jenga: its scheduler's admission check, shared-prefix
+hints and prefill wait); the other settings are labelled variant columns.
+This file holds the traces' settings, the report and the command line.
+Exits with a message naming the fix when vLLM is not importable.
 """
 
 from __future__ import annotations
@@ -27,69 +30,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from compare_replay import JengaSide, Result, TraceReq, make_trace, run  # noqa: E402
+from compare_replay import JengaSide, NeedMeter, Result, TraceReq, run  # noqa: E402
+from compare_traces import chats_trace, long_unique_trace, make_trace, shared_system_trace  # noqa: E402
 from jenga.memory.checkpoint_interval import default_mamba_interval  # noqa: E402
-from jenga.memory.spec import ModelShape, full, mamba, sliding  # noqa: E402
+from jenga.memory.planner import build_plan  # noqa: E402
+from jenga.memory.shapes.presets import get_preset  # noqa: E402
 
 GIB = 1 << 30
 
 
-# ---------------------------------------------------------------- shapes, plans
-def gemma2_shape() -> ModelShape:
-    """Gemma-2-9B: 42 layers alternating sliding(4096) / full, 8 KV heads of 256, bf16."""
-    layers = tuple(sliding(4096, 8, 256) if i % 2 == 0 else full(8, 256) for i in range(42))
-    return ModelShape("gemma-2-9b", layers, 8192, "google/gemma-2-9b config.json")
+# ---------------------------------------------------------------- the traces
+# key -> (what, preset, builder(seed), KV budgets in GiB: small enough that memory binds)
+TRACES = {
+    "docs": ("long documents with repeated questions (sliding window 1024)", "gemma-3-12b",
+             lambda seed: make_trace(seed, docs=8, questions=4, shorts=32, rate=0.5, doc_len=(8000, 24000)),
+             (4.0, 8.0)),
+    "system": ("a short shared system prompt (200 tokens) on a Mamba hybrid", "jamba-1.5-mini",
+               lambda seed: shared_system_trace(seed, 160, rate=4.0), (1.0,)),
+    "chats": ("lognormal chats, nothing shared", "llama-3.1-8b",
+              lambda seed: chats_trace(seed, 400, rate=2.0), (4.0,)),
+    "unique": ("long unique prompts (8-32K tokens), short outputs", "gemma-3-12b",
+               lambda seed: long_unique_trace(seed, 32, rate=0.2), (4.0,)),
+}
 
 
-def jamba_shape() -> ModelShape:
-    """Jamba-1.5-Mini: 32 layers, attention at i % 8 == 4 (8 KV heads of 128),
-    Mamba-1 elsewhere (d_inner 8192, d_state 16, d_conv 4), bf16 states."""
-    layers = tuple(full(8, 128) if i % 8 == 4 else mamba((3, 8192), (8192, 16)) for i in range(32))
-    return ModelShape("jamba-1.5-mini", layers, 8192, "ai21labs/AI21-Jamba-1.5-Mini config.json")
-
-
-# key -> (preset name, builder, default KV budget in GiB: enough that the trace
-# saturates the pool now and then, so placement and eviction matter)
-SHAPES = {"gemma2": ("gemma-2-9b", gemma2_shape, 16.0), "jamba": ("jamba-1.5-mini", jamba_shape, 1.0)}
-
-
-def resolve_shape(key: str) -> tuple[ModelShape, str]:
-    """The project's preset when the presets module has it, else the hand-built shape."""
-    name, build, _ = SHAPES[key]
-    try:
-        from jenga.memory.shapes.presets import get_preset
-        return get_preset(name), "jenga preset"
-    except (ImportError, KeyError, ValueError):
-        return build(), "hand-built in this script"
-
-
-def jenga_plan(shape: ModelShape, budget: int):
-    """(plan, where it came from): `build_plan(..., allocator="jenga")` when
-    the planner exists, else `hand_plan`."""
-    try:
-        from jenga.memory.planner import build_plan
-    except ImportError:
-        return hand_plan(shape, budget), "hand-built (planner not present)"
-    return build_plan(shape, budget, allocator="jenga"), "jenga.memory.planner"
-
-
-def hand_plan(shape: ModelShape, budget: int):
-    """A Jenga plan without the planner: one group per distinct spec, 16-token
-    pages (one state per mamba page), the LCM of the small pages as the large
-    page, and as many large pages as fit in `budget`."""
-    from math import lcm
-
-    from jenga.memory.plan import Group, MemoryPlan
-    by_spec: dict = {}
-    for i, spec in enumerate(shape.layers):
-        by_spec.setdefault(spec, []).append(i)
-    tokens = [16 if spec.per_token else 1 for spec in by_spec]
-    sizes = [pt * spec.unit_bytes() * len(ls) for pt, (spec, ls) in zip(tokens, by_spec.items())]
-    large = lcm(*sizes)
-    groups = tuple(Group(g, spec, tuple(ls), pt, pt * spec.unit_bytes(), large // size)
-                   for g, ((spec, ls), pt, size) in enumerate(zip(by_spec.items(), tokens, sizes)))
-    return MemoryPlan(groups, large, budget // large, "jenga", 16, model_name=shape.name,
-                      max_context=shape.max_context)
+def describe(trace: list[TraceReq]) -> str:
+    return (f"{len(trace)} requests, {sum(len(t.prompt) for t in trace)} prompt tokens, "
+            f"{sum(len(t.output) for t in trace)} output tokens, last arrival at step {trace[-1].arrival}")
 
 
 # ------------------------------------------------------------------------ main
@@ -104,9 +71,20 @@ def _load_vllm_side():
     return VllmSide
 
 
-def _vllm_side(cls, shape, budget, args):
+def _vllm_side(cls, shape, budget, args, **variant):
     return cls(shape, budget, max_model_len=shape.max_context, token_budget=args.token_budget,
-               reserve_full_isl=args.vllm_reserve_full_isl, hash_algo=args.vllm_hash)
+               hash_algo=args.vllm_hash, **variant)
+
+
+def _makers(vllm_cls, shape, budget, plan, interval, args):
+    """(label, factory) per column: both defaults, then the labelled variants."""
+    out = [lambda: _vllm_side(vllm_cls, shape, budget, args),
+           lambda: JengaSide(plan, interval, token_budget=args.token_budget)]
+    if args.variants:
+        out += [lambda: _vllm_side(vllm_cls, shape, budget, args, reserve_full_isl=False),
+                lambda: _vllm_side(vllm_cls, shape, budget, args, retention=None),
+                lambda: JengaSide(plan, interval, token_budget=args.token_budget, scheduler_rules=False)]
+    return out
 
 
 def _rows(results: list[Result]) -> list[tuple[str, list[str]]]:
@@ -119,6 +97,9 @@ def _rows(results: list[Result]) -> list[tuple[str, list[str]]]:
     rows = [
         ("usable pool", each(lambda r: gib(r.pool_bytes))),
         ("steps to drain the trace", each(lambda r: str(r.steps))),
+        ("utilisation when memory binds (needed / pool)", each(
+            lambda r: "never bound" if r.util_bound is None
+            else f"{100 * r.util_bound:.1f}% ({r.bound_steps} steps)")),
         ("peak bytes in use", each(lambda r: f"{gib(r.peak_used)} ({100 * r.peak_used / r.pool_bytes:.1f}%)")),
         ("mean bytes in use (busy steps)", each(lambda r: f"{gib(r.mean(r.sum_used))} "
                                                          f"({100 * r.mean(r.sum_used) / r.pool_bytes:.1f}%)")),
@@ -132,6 +113,7 @@ def _rows(results: list[Result]) -> list[tuple[str, list[str]]]:
             lambda r: f"{100 * sum(r.fail_used) / len(r.fail_used) / r.pool_bytes:.1f}% (mean of {len(r.fail_used)})"
             if r.fail_used else "never failed")),
         ("tokens computed (incl. recompute)", each(lambda r: str(r.computed_tokens))),
+        ("recomputed tokens", each(lambda r: str(r.recomputed_tokens))),
         ("manager CPU us/step (all calls)", each(lambda r: f"{r.manager_us_per_step:.1f}")),
     ]
     for op in ("add", "lookup", "allocate", "commit", "free", "step"):
@@ -155,36 +137,25 @@ def report(results: list[Result]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="gemma2,jamba", help="comma list of: " + ", ".join(SHAPES))
-    p.add_argument("--budget-gib", type=float, default=None,
-                   help="KV memory budget for both managers (default: " +
-                   ", ".join(f"{k} {v[2]:g}" for k, v in SHAPES.items()) + ")")
+    p.add_argument("--traces", default=",".join(TRACES), help="comma list of: " + ", ".join(
+        f"{k} ({v[1]}: {v[0]}, {'/'.join(f'{g:g}' for g in v[3])} GiB)" for k, v in TRACES.items()))
+    p.add_argument("--budget-gib", type=float, default=None, help="one KV budget for every trace "
+                   "(default: each trace's own, listed above)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--docs", type=int, default=8, help="shared long documents")
-    p.add_argument("--questions", type=int, default=6, help="questions per document")
-    p.add_argument("--shorts", type=int, default=48, help="short independent prompts")
-    p.add_argument("--doc-len", default="2000,7000", help="MIN,MAX tokens of a shared document")
-    p.add_argument("--rate", type=float, default=0.5, help="mean arrivals per step")
-    p.add_argument("--token-budget", type=int, default=2048, help="tokens computed per step")
+    p.add_argument("--token-budget", type=int, default=8192, help="tokens computed per step (vLLM's "
+                   "max_num_batched_tokens)")
     p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3, help="replays per manager; the fastest one's timings are shown")
-    p.add_argument("--vllm-reserve-full-isl", action="store_true",
-                   help="vLLM's default admission gate (whole prompt must fit); off = first chunk, like Jenga")
+    p.add_argument("--repeats", type=int, default=3, help="replays per column; the fastest one's timings are shown")
+    p.add_argument("--no-variants", dest="variants", action="store_false",
+                   help="only the two defaults (no vLLM first-chunk / dense-retention, no bare-driver Jenga column)")
     p.add_argument("--vllm-hash", default="sha256", help="vLLM prefix_caching_hash_algo (default: vLLM's)")
     p.add_argument("--jenga-mamba-interval", type=int, default=None,
                    help="tokens between Jenga's cached Mamba checkpoints (default: the MemoryManager's "
                         "auto rule, memory/checkpoint_interval.py: 1024 on Jamba-1.5-Mini)")
     args = p.parse_args(argv)
-    try:
-        lo, hi = (int(x) for x in args.doc_len.split(","))
-    except ValueError:
-        p.error(f"--doc-len: expected MIN,MAX, got {args.doc_len!r}")
-    if not 0 < lo <= hi:
-        p.error(f"--doc-len: need 0 < MIN <= MAX, got {args.doc_len!r}")
-    args.doc_len = (lo, hi)
-    for key in args.models.split(","):
-        if key not in SHAPES:
-            p.error(f"--models: unknown model {key!r}; choose from {', '.join(SHAPES)}")
+    for key in args.traces.split(","):
+        if key not in TRACES:
+            p.error(f"--traces: unknown trace {key!r}; choose from {', '.join(TRACES)}")
     if (args.budget_gib is not None and args.budget_gib <= 0) or (
             args.jenga_mamba_interval is not None and args.jenga_mamba_interval <= 0) or min(
             args.token_budget, args.max_num_seqs, args.repeats) <= 0:
@@ -195,39 +166,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     vllm_cls = _load_vllm_side()
-    trace = make_trace(args.seed, args.docs, args.questions, args.shorts, args.rate, args.doc_len)
-    print(f"trace: {len(trace)} requests (seed {args.seed}: {args.docs} docs of {args.doc_len[0]}-"
-          f"{args.doc_len[1]} tokens x {args.questions} questions "
-          f"+ {args.shorts} short), {sum(len(t.prompt) for t in trace)} prompt tokens, "
-          f"{sum(len(t.output) for t in trace)} output tokens; {args.token_budget} tokens/step, "
-          f"max {args.max_num_seqs} running")
-    for key in args.models.split(","):
-        gib = args.budget_gib if args.budget_gib is not None else SHAPES[key][2]
-        budget = int(gib * GIB)
-        shape, shape_src = resolve_shape(key)
-        plan, plan_src = jenga_plan(shape, budget)
-        print(f"\n== {shape.name}, KV budget {gib:g} GiB (shape: {shape_src}; Jenga plan: {plan_src})")
-        print(f"vllm : {_vllm_side(vllm_cls, shape, budget, args).describe()}")
-        print("jenga: " + plan.describe().replace("\n", "\n       "))
-        interval = args.jenga_mamba_interval or default_mamba_interval(plan)
-        if any(g.spec.state_bytes for g in plan.groups):
-            print(f"jenga: Mamba checkpoint every {interval} tokens"
-                  f"{'' if args.jenga_mamba_interval else ' (auto: memory/checkpoint_interval.py)'}")
-        makers = (lambda: _vllm_side(vllm_cls, shape, budget, args),
-                  lambda: JengaSide(plan, interval))
-        results = [best_of(make, trace, args) for make in makers]
-        print(report(results))
+    print(f"{args.token_budget} tokens/step, max {args.max_num_seqs} running, seed {args.seed}")
+    for key in args.traces.split(","):
+        what, preset, build, budgets = TRACES[key]
+        trace = build(args.seed)
+        shape = get_preset(preset)
+        for gib in (args.budget_gib,) if args.budget_gib else budgets:
+            budget = int(gib * GIB)
+            plan = build_plan(shape, budget, allocator="jenga")
+            print(f"\n== {key}: {what}; {shape.name}, KV budget {gib:g} GiB\ntrace: {describe(trace)}")
+            print(f"vllm : {_vllm_side(vllm_cls, shape, budget, args).describe()}")
+            print("jenga: " + plan.describe().replace("\n", "\n       "))
+            interval = args.jenga_mamba_interval or default_mamba_interval(plan)
+            if any(g.spec.state_bytes for g in plan.groups):
+                print(f"jenga: Mamba checkpoint every {interval} tokens")
+            need = NeedMeter(plan)
+            results = [best_of(make, trace, args, need) for make in _makers(vllm_cls, shape, budget, plan,
+                                                                           interval, args)]
+            print(report(results))
     return 0
 
 
-def best_of(make, trace: list[TraceReq], args) -> Result:
+def best_of(make, trace: list[TraceReq], args, need: NeedMeter) -> Result:
     """Run `args.repeats` times on fresh managers; the replay is deterministic
     (checked), so only the timings vary: keep the fastest run's."""
     runs = []
     for _ in range(args.repeats):
         side = make()
         gc.collect()
-        runs.append(run(side, trace, args.token_budget, args.max_num_seqs))
+        runs.append(run(side, trace, args.token_budget, args.max_num_seqs, need))
     for r in runs[1:]:
         if (r.steps, r.sum_used, r.hit_tokens, r.preemptions) != (runs[0].steps, runs[0].sum_used,
                                                                    runs[0].hit_tokens, runs[0].preemptions):

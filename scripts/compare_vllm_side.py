@@ -75,8 +75,11 @@ def _mamba(spec, block, pad):
 CONVERT = {"full": _full, "sliding": _sliding, "mamba": _mamba}
 
 
-def kv_cache_config(shape, budget: int) -> tuple[KVCacheConfig, int]:
-    """vLLM's KVCacheConfig for `shape` in `budget` bytes, and bytes per block."""
+def kv_cache_config(shape, budget: int, retention: int | None = 0) -> tuple[KVCacheConfig, int]:
+    """vLLM's KVCacheConfig for `shape` in `budget` bytes, and bytes per block.
+    retention: `prefix_cache_retention_interval` (vLLM 0.33's CacheConfig
+    default 0: sliding-window and Mamba groups keep only semantic
+    checkpoints; None: dense)."""
     block, pad = hybrid_block_size(shape)
     specs = {}
     for i, s in enumerate(shape.layers):
@@ -86,17 +89,23 @@ def kv_cache_config(shape, budget: int) -> tuple[KVCacheConfig, int]:
     specs = unify_kv_cache_spec_page_size(specs)
     groups = _get_kv_cache_groups_uniform_page_size(specs)
     block_bytes = max(sum(specs[n].page_size_bytes for n in g.layer_names) for g in groups)
-    return KVCacheConfig(num_blocks=budget // block_bytes, kv_cache_tensors=[], kv_cache_groups=groups), block_bytes
+    return KVCacheConfig(num_blocks=budget // block_bytes, kv_cache_tensors=[], kv_cache_groups=groups,
+                         prefix_cache_retention_interval=retention), block_bytes
 
 
 class VllmSide:
-    """One vLLM KVCacheManager, driven as the v1 scheduler drives it."""
-
-    name = "vllm"
+    """One vLLM KVCacheManager, driven as the v1 scheduler drives it.  The
+    defaults are vLLM 0.33's: `scheduler_reserve_full_isl=True` (a request
+    is admitted only when its whole prompt fits), retention interval 0,
+    sha256 block hashes.  `name` labels any other setting."""
 
     def __init__(self, shape, budget: int, *, max_model_len: int, token_budget: int,
-                 reserve_full_isl: bool = False, hash_algo: str = "sha256") -> None:
-        self.config, self.block_bytes = kv_cache_config(shape, budget)
+                 reserve_full_isl: bool = True, retention: int | None = 0, hash_algo: str = "sha256") -> None:
+        self.config, self.block_bytes = kv_cache_config(shape, budget, retention)
+        changes = ([] if reserve_full_isl else ["first-chunk gate"]) + (
+            [] if retention == 0 else [f"retention {'dense' if retention is None else retention}"]) + (
+            [] if hash_algo == "sha256" else [hash_algo])
+        self.name = "vllm" + (f" ({', '.join(changes)})" if changes else "")
         sizes = [g.kv_cache_spec.block_size for g in self.config.kv_cache_groups]
         self.block_size = math.lcm(*sizes)
         hash_block = math.gcd(*sizes)
@@ -141,7 +150,7 @@ class VllmSide:
         self.kv.new_step_starts()
 
     def add(self, r) -> None:
-        r.handle = Request(r.spec.req_id, list(r.spec.prompt), self._params, None, arrival_time=0.0,
+        r.handle = Request(r.trace.req_id, list(r.trace.prompt), self._params, None, arrival_time=0.0,
                            block_hasher=self.hasher)
 
     def lookup(self, r) -> int:
