@@ -40,17 +40,19 @@ GIB = 1 << 30
 
 
 # ---------------------------------------------------------------- the traces
-# key -> (what, preset, builder(seed), KV budgets in GiB: small enough that memory binds)
+# key -> (what, preset, builder(seed), KV budgets in GiB: small enough that memory binds,
+# large enough that vLLM's default admission (the whole prompt in every group) can take
+# the longest prompt: 24K tokens of Gemma-3-12B are 9,216 of its 1-MiB blocks)
 TRACES = {
     "docs": ("long documents with repeated questions (sliding window 1024)", "gemma-3-12b",
              lambda seed: make_trace(seed, docs=8, questions=4, shorts=32, rate=0.5, doc_len=(8000, 24000)),
-             (4.0, 8.0)),
+             (12.0, 24.0)),
     "system": ("a short shared system prompt (200 tokens) on a Mamba hybrid", "jamba-1.5-mini",
                lambda seed: shared_system_trace(seed, 160, rate=4.0), (1.0,)),
     "chats": ("lognormal chats, nothing shared", "llama-3.1-8b",
               lambda seed: chats_trace(seed, 400, rate=2.0), (4.0,)),
-    "unique": ("long unique prompts (8-32K tokens), short outputs", "gemma-3-12b",
-               lambda seed: long_unique_trace(seed, 32, rate=0.2), (4.0,)),
+    "unique": ("long unique prompts (8-24K tokens), short outputs", "gemma-3-12b",
+               lambda seed: long_unique_trace(seed, 32, rate=0.2, prompt_len=(8000, 24000)), (12.0,)),
 }
 
 

@@ -31,8 +31,8 @@ def test_defaults_run_every_trace_with_variants():
     args = cvm.parse_args([])
     assert args.traces.split(",") == ["docs", "system", "chats", "unique"] and args.budget_gib is None
     assert {k: (v[1], v[3]) for k, v in cvm.TRACES.items()} == {
-        "docs": ("gemma-3-12b", (4.0, 8.0)), "system": ("jamba-1.5-mini", (1.0,)),
-        "chats": ("llama-3.1-8b", (4.0,)), "unique": ("gemma-3-12b", (4.0,))}
+        "docs": ("gemma-3-12b", (12.0, 24.0)), "system": ("jamba-1.5-mini", (1.0,)),
+        "chats": ("llama-3.1-8b", (4.0,)), "unique": ("gemma-3-12b", (12.0,))}
     assert args.variants and args.token_budget == 8192 and args.jenga_mamba_interval is None
     assert not cvm.parse_args(["--no-variants"]).variants
 
