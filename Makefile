@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`.
+# The two commands of the README: `make demo` and `make test` (plus `make test-slow`).
 # Each creates .venv on first use and installs what it needs (torch pinned).
 PY ?= python3
 VENV := .venv
@@ -21,4 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
-.PHONY: venv demo test
+# the slow job: long and randomised runs (the memory state machines under
+# several seeds, the GPU script's CPU dry run, load tests)
+test-slow: $(STAMP)
+	JENGA_SLOW=1 $(BIN)/python -m pytest tests -m slow
+
+.PHONY: venv demo test test-slow

@@ -29,3 +29,24 @@ BUDGET8 = LayerSpec("budget", "float32", 1, 1, budget=8)
 MAMBA = LayerSpec("mamba", "float32", conv_state=(2,), ssm_state=(6,))   # 32 bytes per state
 CROSS = LayerSpec("cross", "float32", 1, 1)
 VISION = LayerSpec("vision", "float32", hidden_size=2)
+
+
+def manager_state(m) -> tuple:
+    """Everything a failed allocation must leave as it was: every page's
+    state, free lists, owners, counters, the cache index, each request's
+    tables and marks, and the queued moves (heaps and version counters
+    aside: stale entries are skipped, so they order nothing)."""
+    pool = m.pool
+    pages = tuple((list(pool.ref[g]), list(pool.key[g]), list(pool.stamp[g]), list(pool.born[g]), dict(pool.cache_map[g]))
+                  for g in range(len(pool.per_large)))
+    larges = (list(pool.large_group), list(pool.large_owner), list(pool.large_used), list(pool.large_cached),
+              list(pool.free_large), {lp: list(s) for lp, s in pool.free_slots.items()}, list(pool.vacated))
+    owners = {o: [sorted(s) for s in sets] for o, sets in pool.owned.items()}
+    opened = {o: [sorted(s) for s in sets] for o, sets in pool.own_open.items()}
+    counts = (list(pool.held), list(pool.idle), list(pool.n_used), list(pool.n_cached), list(pool.n_shared),
+              list(pool.evictions))
+    reqs = {rid: (repr(r.tables), repr(r.pending), repr(r.scratch), dict(r.hit_src), list(r.cached_upto),
+                  list(r.released_upto), r.num_computed, r.alloc_end, r.num_draft, r.lookahead, dict(r.image_time),
+                  r.grow_at, r.commit_at, r.hit_len, r.branch)
+            for rid, r in m.reqs.items()}
+    return pages, larges, owners, opened, counts, reqs, list(m.moves), list(m._step_moves), sorted(m._pins)

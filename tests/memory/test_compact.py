@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from helpers import FULL, MAMBA, tiny_plan
+from helpers import FULL, MAMBA, manager_state, tiny_plan
 from jenga.memory.compact import compact
 from jenga.memory.manager import MemoryManager
 from jenga.memory.pool import PagePool
 from jenga.memory.rules import AllocatorRules
+from jenga.memory.step_copies import check_phase
 
 # full-attention page 32 bytes, Mamba state 128 bytes: 4 full pages to a large page
 KINDS = [(FULL, 1, 4), (MAMBA, 4, 1)]
@@ -70,12 +71,51 @@ def test_without_compaction_the_same_allocation_fails():
     m.check_invariants()
 
 
-def test_pages_taken_this_step_do_not_move():
+def test_pages_taken_this_step_do_not_move_and_the_failure_changes_nothing():
     m = two_requests()   # no tick: r0's and r1's pages were taken in this step
     m.add("r2", [7, 8, 9], 3)
+    before = manager_state(m)
+    # the count passes (3 + 3 large pages), the full page is taken (slot 7),
+    # the state finds no page and compaction none: the slot is given back
     assert m.allocate("r2", 0, 3) is None
+    assert manager_state(m) == before
     assert m.take_moves() == [] and m.page_tables("r0") == ((0, 1, 2, 3, 4), (2,))
     m.check_invariants()
+    m.tick()   # the next step the same allocation compacts, as if it had not failed
+    assert m.allocate("r2", 0, 3) is not None
+    assert m.take_moves() == [(0, 4, 17)] and m.page_tables("r2") == ((18,), (1,))
+
+
+def test_a_request_the_pool_cannot_hold_is_refused_before_any_eviction():
+    m = two_requests(caching=True)
+    m.tick()
+    m.remove("r1")   # its 4 complete full pages stay cached: large page 3
+    assert sorted(m.pool.cache_map[0].values()) == [0, 1, 2, 3, 12, 13, 14, 15]
+    m.add("r2", list(range(200, 248)), 48)
+    before = manager_state(m)
+    # 12 full pages + 1 state: 17 full pages in 5 large pages and 2 states
+    # in 2 even with every cached page evicted, and the pool has 6: nothing
+    # is evicted, taken or moved
+    assert m.allocate("r2", 0, 48) is None
+    assert manager_state(m) == before and m.pool.evictions == [0, 0]
+    # 11 full pages fit (large pages 5 and 4, then r0's free slots 5-7); the
+    # state evicts r1's cached large page 3
+    assert m.allocate("r2", 0, 44) is not None
+    assert m.page_tables("r2") == ((20, 21, 22, 23, 16, 17, 18, 19, 5, 6, 7), (3,))
+    assert m.pool.evictions == [4, 0] and sorted(m.pool.cache_map[0].values()) == [0, 1, 2, 3]
+    m.check_invariants()
+
+
+def test_a_copy_phase_that_writes_what_it_reads_is_caught_in_bytes():
+    plan = tiny_plan(KINDS, 4)   # full pages 32 B (4 per large page), states 128 B
+    check_phase(plan, [(0, 4), (0, 5)], [(0, 8), (0, 9)], "moves")      # reads and writes apart
+    check_phase(plan, [(0, 4), (0, 4)], [(1, 2)], "copies")            # two reads of one page
+    with pytest.raises(AssertionError, match="large page 1"):
+        check_phase(plan, [(0, 4)], [(0, 1), (0, 4)], "moves")         # page 4 read and written
+    with pytest.raises(AssertionError, match="large page 1"):
+        check_phase(plan, [(0, 6)], [(1, 1)], "copies")                # a state over a full page's bytes
+    with pytest.raises(AssertionError, match="large page 2"):
+        check_phase(plan, [], [(1, 2), (1, 2)], "zeros")               # one page written twice
 
 
 def test_a_cached_page_moves_with_its_key_fullest_destination_first():

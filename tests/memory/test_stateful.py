@@ -1,14 +1,22 @@
 """Property-based test: random admit / grow / lookup / free / evict sequences
 on random mixed-kind plans keep every invariant, and once every request ends
-and the cache is cleared, every large page is free again."""
+and the cache is cleared, every large page is free again.
+
+The default run is derandomised (the same 150 examples every time, with or
+without a CI environment); `JENGA_SLOW=1` adds a long run: many more
+examples and longer sequences under several fixed seeds."""
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+import os
 
-from helpers import BUDGET8, CHUNK8, CROSS, FULL, MAMBA, SLIDE8, VISION, tiny_plan
+import pytest
+from hypothesis import HealthCheck, seed, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
+
+from helpers import BUDGET8, CHUNK8, CROSS, FULL, MAMBA, SLIDE8, VISION, manager_state, tiny_plan
 from jenga.memory.manager import MemoryManager
 from jenga.memory.types import ImageRef
 
@@ -43,6 +51,27 @@ class ManagerMachine(RuleBasedStateMachine):
         self.waiting: list[str] = []
         self.n = 0
 
+    def allocate(self, rid, start, end, hit_tokens=0):
+        """allocate, checking that a failure changes nothing at all, and that
+        a success takes the pages `Policy.pages_needed` counted: all the
+        required ones, and at most the optional ones more."""
+        m, r = self.m, self.m.reqs[rid]
+        before = manager_state(m)
+        counts = [p.pages_needed(r, start, end, hit_tokens, m.pool) for p in m.policies]
+        taken = [0] * len(m.policies)   # by the attempt that succeeded: a rollback restarts the count
+        take, rollback = m.pool._take, m.pool.rollback
+        m.pool._take = lambda gid, page: (taken.__setitem__(gid, taken[gid] + 1), take(gid, page))
+        m.pool.rollback = lambda: (taken.__setitem__(slice(None), [0] * len(taken)), rollback())
+        try:
+            actions = m.allocate(rid, start, end, hit_tokens=hit_tokens)
+        finally:
+            del m.pool._take, m.pool.rollback
+        if actions is None:
+            assert manager_state(m) == before, "a failed allocation changed the manager's state"
+        else:
+            assert all(n <= t <= n + opt for (n, opt), t in zip(counts, taken)), (counts, taken)
+        return actions
+
     @rule(prefix=st.integers(0, 3), extra=st.integers(1, 30), image=st.booleans(), new_step=st.booleans())
     def admit(self, prefix, extra, image, new_step):
         if new_step:
@@ -55,7 +84,7 @@ class ManagerMachine(RuleBasedStateMachine):
         hit = self.m.lookup(rid)
         assert hit.num_tokens < len(tokens)
         end = min(len(tokens), hit.num_tokens + 12)
-        if self.m.allocate(rid, hit.num_tokens, end, hit_tokens=hit.num_tokens) is None:
+        if self.allocate(rid, hit.num_tokens, end, hit_tokens=hit.num_tokens) is None:
             self.m.remove(rid)
             return
         self.m.commit(rid, end)
@@ -71,7 +100,7 @@ class ManagerMachine(RuleBasedStateMachine):
         start = r.num_computed
         while len(tokens) < start + grow:
             tokens.append(len(tokens) % 5)
-        if self.m.allocate(rid, start, start + grow) is None:
+        if self.allocate(rid, start, start + grow) is None:
             self.m.release(rid)   # preempt
             self.m.remove(rid)
             del self.live[rid]
@@ -104,7 +133,7 @@ class ManagerMachine(RuleBasedStateMachine):
         if admit:
             self.waiting.remove(rid)
             end = min(len(r.tokens), hit.num_tokens + 12)
-            if self.m.allocate(rid, hit.num_tokens, end, hit_tokens=hit.num_tokens) is None:
+            if self.allocate(rid, hit.num_tokens, end, hit_tokens=hit.num_tokens) is None:
                 self.m.remove(rid)
                 return
             self.m.commit(rid, end)
@@ -145,5 +174,18 @@ class ManagerMachine(RuleBasedStateMachine):
 
 
 TestManagerMachine = ManagerMachine.TestCase
-TestManagerMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None,
-                                       suppress_health_check=[HealthCheck.too_slow])
+TestManagerMachine.settings = settings(max_examples=150, stateful_step_count=30, deadline=None, derandomize=True,
+                                       database=None, suppress_health_check=[HealthCheck.too_slow])
+
+SLOW_SEEDS = (1, 2, 3, 4, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run_seed", SLOW_SEEDS)
+def test_manager_machine_long_run(run_seed):
+    """The same machine, 2,000 examples of up to 60 steps, per seed."""
+    machine = seed(run_seed)(type("SeededManagerMachine", (ManagerMachine,), {}))
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=int(os.environ.get("JENGA_STATEFUL_EXAMPLES", "2000")), stateful_step_count=60,
+        deadline=None, derandomize=False, database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))

@@ -35,7 +35,8 @@ def test_concurrent_requests_run_in_the_same_steps(make_engine):
         release = threading.Event()
         hold = asyncio.ensure_future(ae.call(lambda e: release.wait(10)))
         adds = [asyncio.ensure_future(ae.add_request(f"r{i}", [5, 6, 7 + i], GREEDY)) for i in range(3)]
-        await asyncio.sleep(0.05)
+        while ae._commands.qsize() < 3:   # all three adds are queued behind the hold
+            await asyncio.sleep(0.001)
         release.set()
         await hold
         streams = await asyncio.gather(*adds)
@@ -73,12 +74,14 @@ def test_shutdown_without_drain_aborts_and_frees(make_engine):
         release = threading.Event()
         hold = asyncio.ensure_future(ae.call(lambda e: release.wait(10)))
         add = asyncio.ensure_future(ae.add_request("a", [5, 6, 7], SamplingParams(max_tokens=200, ignore_eos=True)))
-        await asyncio.sleep(0.02)
+        while ae._commands.qsize() < 1:   # the add is queued behind the hold
+            await asyncio.sleep(0.001)
         release.set()
         await hold
         stream = await add
         consumer = asyncio.ensure_future(_drain(stream))
-        await asyncio.sleep(0.02)
+        while not await ae.call(lambda e: e.stats().generated_tokens):   # it is running
+            await asyncio.sleep(0.001)
         await ae.shutdown(drain_timeout_s=0)
         with pytest.raises(EngineDead):
             await consumer

@@ -2,8 +2,10 @@
 
 Read-only views of a manager's pool and policies, kept apart from the
 manager's state changes: whether a request fits the pool at all
-(`fits_alone`, `large_pages_alone`), whether it fits now (`has_room_for`), and the bytes each
-group uses, caches and still needs (`usage`).
+(`fits_alone`, `large_pages_alone`), whether it fits now (`has_room_for`),
+whether one allocation's pages could be had at all or surely can
+(`could_hold`, `surely_holds`), and the bytes each group uses, caches and
+still needs (`usage`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,48 @@ def has_room_for(policies: Sequence, plan: MemoryPlan, pool: PagePool, rules: Al
     if plan.static_share:
         return all(n <= pool.num_reclaimable_large(g) for g, n in enumerate(need))
     return sum(need) <= pool.num_reclaimable_large() + (spare if rules.compaction else 0)
+
+
+def could_hold(plan: MemoryPlan, pool: PagePool, needs: Sequence[int]) -> bool:
+    """Whether `needs[g]` more pages of every group g could be had at all:
+    even with every cached page evicted and every group compacted into the
+    fewest large pages, each group holds ceil((used + need) / per_large)
+    large pages, and they must fit the pool (or each its static share).
+    A necessary condition, O(groups): an allocation it rules out is
+    refused before it touches the pool."""
+    used, pers, share = pool.n_used, pool.per_large, plan.static_share
+    total = 0
+    for g, n in enumerate(needs):
+        held = -(-(used[g] + n) // pers[g])
+        if share and held > share[g]:
+            return False
+        total += held
+    return total <= plan.num_large_pages
+
+
+def surely_holds(plan: MemoryPlan, pool: PagePool, needs: Sequence[int], revived: int = 0) -> bool:
+    """Whether `needs[g]` more pages of every group g surely come from
+    free large pages and whole evictable ones: while one is left, the
+    allocation order never fails.  Group g takes at most ceil(need/per)
+    of them, plus, when its large pages have several slots, up to one of
+    its own evictable large pages per page (a free slot in one).  `revived`
+    evictable pages turn used first (a prefix hit).  A sufficient
+    condition, O(groups): such an allocation needs no undo journal.  A
+    static partition counts free large pages within its share only."""
+    total = 0
+    for g, (n, per) in enumerate(zip(needs, pool.per_large)):
+        if not n:
+            continue
+        k = -(-n // per)
+        if plan.static_share:
+            if pool.held[g] + k > plan.static_share[g]:
+                return False
+        elif per > 1:
+            k += min(n, pool.idle[g])
+        total += k
+    if plan.static_share:
+        return total <= pool.num_free_large()
+    return total <= pool.num_free_large() + sum(pool.idle) - revived
 
 
 def usage(policies: Sequence, plan: MemoryPlan, pool: PagePool, active: list[ReqMem]) -> MemoryUsage:

@@ -20,9 +20,12 @@ step's forward.
 
 Pages taken or moved during the current step (`born == now`) never move
 again in it: the step's actions (state saves, zeros, copies) may name
-them, and a moved page's destination is then never also a source, so the
-copies can run in any order.  Pages the manager pins (copy sources of the
-step) are excluded the same way.
+them, so a moved page's destination is never also a source.  Pages the
+manager pins (copy sources of the step) are excluded the same way.  And no
+page moves into a large page that lost pages to a move earlier in the step
+(`PagePool.vacated`), so no move writes bytes another move reads: the
+step's moves are independent and can run in any order
+(`MemoryManager.check_step_copies` asserts it).
 """
 
 from __future__ import annotations
@@ -55,15 +58,24 @@ def compact(pool: PagePool, gid: int, pinned: Container[tuple[int, int]] = ()) -
 
 def _victim(pool: PagePool, gid: int, pinned: Container[tuple[int, int]]) -> tuple[int, int] | None:
     """(group, large page) with the most free slots among groups that can
-    absorb a whole large page's pages elsewhere; lowest id on ties."""
-    able = {h for h, per in enumerate(pool.per_large) if h != gid and per > 1 and pool.num_free_slots(h) >= per}
+    absorb a whole large page's pages elsewhere; lowest id on ties.  Free
+    slots in large pages vacated earlier in the step do not count: no page
+    moves into them (a copy of the step reads them)."""
+    spare = {h: pool.num_free_slots(h) for h, per in enumerate(pool.per_large)
+             if h != gid and per > 1 and pool.num_free_slots(h) >= per}
+    step = pool.now + 1
+    for lp, slots in pool.free_slots.items():
+        h = pool.large_group[lp]
+        if h in spare and pool.vacated[lp] == step:
+            spare[h] -= len(slots)
+    able = {h for h, n in spare.items() if n >= pool.per_large[h]}
     if not able:
         return None
     best, best_free = None, 0
     for lp in sorted(pool.free_slots):
         h = pool.large_group[lp]
         n = len(pool.free_slots[lp])
-        if h in able and n > best_free and _movable(pool, h, lp, pinned):
+        if h in able and n > best_free and pool.vacated[lp] != step and _movable(pool, h, lp, pinned):
             best, best_free = (h, lp), n
     return best
 
@@ -80,7 +92,10 @@ def _movable(pool: PagePool, h: int, lp: int, pinned: Container[tuple[int, int]]
 def _destinations(pool: PagePool, h: int, victim: int, n: int) -> list[int]:
     """n free slots of group h outside `victim`, fullest large pages first
     (they fill up and leave the emptier ones to empty in turn)."""
-    lps = sorted((len(s), lp) for lp, s in pool.free_slots.items() if lp != victim and pool.large_group[lp] == h)
+    # never into a large page emptied earlier in the step: a copy reads it
+    vacated, step = pool.vacated, pool.now + 1
+    lps = sorted((len(s), lp) for lp, s in pool.free_slots.items()
+                 if lp != victim and pool.large_group[lp] == h and vacated[lp] != step)
     out: list[int] = []
     for _, lp in lps:
         out.extend(reversed(pool.free_slots[lp][-(n - len(out)):]))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from math import lcm
 
-from . import capacity
+from . import capacity, step_copies
 from .checkpoint_interval import default_mamba_interval
 from .compact import compact
 from .hashing import BlockHasher
@@ -33,6 +33,18 @@ from .usage import MemoryUsage
 NOTHING = StepActions()
 INF = float("inf")
 MAX_SHARED = 4   # shared-prefix branch points kept per request
+
+
+def _keep(index: int, page: int) -> None:
+    """Release callback of a failed attempt: the pool's journal puts the
+    references back, so nothing is released page by page."""
+
+
+def _by_group(moves) -> dict[int, dict[int, int]]:
+    moved: dict[int, dict[int, int]] = {}
+    for h, src, dst in moves:
+        moved.setdefault(h, {})[src] = dst
+    return moved
 
 
 class MemoryManager:
@@ -64,6 +76,10 @@ class MemoryManager:
         self._order = 0
         self.moves: list[tuple[int, int, int]] = []   # compaction's copies for the runner
         self._pins: set[tuple[int, int]] = set()       # copy sources of this step
+        # this step's copies, for check_step_copies: compaction's moves, and
+        # per request the (copies, zeros) of its allocations
+        self._step_moves: list[tuple[int, int, int]] = []
+        self._step_actions: dict[str, list[tuple[tuple, tuple]]] = {}
 
     def subscribe(self, observer: MemoryObserver) -> None:
         """Call `observer`'s hooks after every add, release, remove,
@@ -76,6 +92,8 @@ class MemoryManager:
         self.clock += 1
         self.pool.now = self.clock
         self._pins.clear()
+        self._step_moves = []
+        self._step_actions = {}
 
     def add(self, req_id: str, tokens: list[int], prompt_len: int, images: Sequence[ImageRef] = (),
             salt: str = "", model: str = "main") -> None:
@@ -98,6 +116,7 @@ class MemoryManager:
         """Drop every page the request holds (end or preemption); cached
         content stays evictable.  The request stays registered."""
         r, release, stamp = self.reqs[req_id], self.pool.release, self._stamp
+        self._step_actions.pop(req_id, None)   # its copies will not run
         for p in self.policies:
             gid = p.gid
             table = r.tables[gid]
@@ -232,8 +251,18 @@ class MemoryManager:
         prefix cache.  With speculative decoding the last `num_draft` tokens of
         the range are draft proposals (recurrent groups keep a state after
         each, to roll back to), and `lookahead` more positions get pages for
-        the draft model's next proposals.  All or nothing: returns None and
-        changes nothing (beyond evicting cached pages) when memory is short."""
+        the draft model's next proposals.
+
+        All or nothing, and a failure has no side effect: it returns None
+        with the pool, every request's page ids and the queued moves as
+        they were (no page taken, no cached page evicted, nothing
+        compacted).  The pages each group needs are counted first
+        (`Policy.pages_needed`); when the pool could not hold them even
+        with every cached page evicted (`capacity.could_hold`) it refuses
+        without touching anything.  Otherwise it takes them, evicting and
+        compacting as needed, under the pool's undo journal
+        (memory/pool_journal.py) unless the free large pages alone surely
+        hold them (`capacity.surely_holds`)."""
         r = self.reqs[req_id]
         if end <= r.grow_at and end == start + 1 and not num_draft and not hit_tokens and 0 <= start <= len(r.tokens):
             # the common decode step: no group crosses a page boundary
@@ -242,14 +271,24 @@ class MemoryManager:
             return NOTHING
         if not 0 <= start < end <= len(r.tokens) + 1 + num_draft or not 0 <= num_draft < end - start + 1:
             raise ValueError(f"bad token range [{start}, {end}) (num_draft={num_draft}) for request {req_id!r}")
-        r.num_draft, r.lookahead = num_draft, lookahead
         if hit_tokens and (hit_tokens != start or self.holds_pages(req_id)):
             raise ValueError("a prefix hit can only start a request's first allocation")
-        log = self._grow(r, start, end, hit_tokens)
-        while isinstance(log, int):   # group `log` found no page
-            if not (self.rules.compaction and self._compact(log)):
-                return None
-            log = self._grow(r, start, end, hit_tokens)
+        before = r.num_draft, r.lookahead
+        r.num_draft, r.lookahead = num_draft, lookahead
+        pool = self.pool
+        needs = [p.pages_needed(r, start, end, hit_tokens, pool) for p in self.policies]
+        revived = [p.hit_pages_cached(r, hit_tokens, pool) for p in self.policies] if hit_tokens else None
+        # optional pages may also be cached ones that turn used
+        sure = capacity.surely_holds(self.plan, pool, [n + opt for n, opt in needs],
+                                     sum(revived or ()) + sum(opt for _, opt in needs))
+        if not sure and not capacity.could_hold(self.plan, pool, [n + v for (n, _), v in
+                                                                  zip(needs, revived or [0] * len(needs))]):
+            r.num_draft, r.lookahead = before
+            return None
+        log = self._take_pages(r, start, end, hit_tokens, undo=not sure)
+        if log is None:
+            r.num_draft, r.lookahead = before
+            return None
         for gid, use in log.optional:
             page = self.pool.allocate(gid, req_id, r.pack[gid])
             while page is None and self.rules.compaction and self._compact(gid):
@@ -262,13 +301,40 @@ class MemoryManager:
             r.hit_len = hit_tokens
         r.alloc_end = end
         self._refresh(r)
+        if log.copies or log.zeros:
+            self._step_actions.setdefault(req_id, []).append((tuple(log.copies), tuple(log.zeros)))
         if log.copies or log.zeros or log.saves or log.encoder_runs:
             return log.freeze()
         return NOTHING   # a new page and nothing else for the runner to do
 
+    def _take_pages(self, r: ReqMem, start: int, end: int, hit_tokens: int, undo: bool) -> ActionLog | None:
+        """The required pages of `allocate`, compacting when a group finds
+        none: the step's actions, or None with everything undone (`undo`:
+        under the pool's journal; without it the caller has proven the
+        pages are free, and a failure is a bug)."""
+        if not undo:
+            log = self._grow(r, start, end, hit_tokens)
+            assert not isinstance(log, int), f"group {log} found no page although the count said it would"
+            return log
+        pool, n_moves = self.pool, len(self.moves)
+        pool.begin()   # the whole allocation: compaction's moves included
+        while True:
+            pool.begin()   # one attempt
+            log = self._grow(r, start, end, hit_tokens)
+            if not isinstance(log, int):
+                pool.commit()
+                pool.commit()
+                return log
+            pool.rollback()
+            if not (self.rules.compaction and self._compact(log)):
+                pool.rollback()
+                self._unmove(n_moves)
+                return None
+
     def _grow(self, r: ReqMem, start: int, end: int, hit_tokens: int) -> ActionLog | int:
-        """One all-or-nothing attempt of `allocate`: the step's actions, or
-        the id of the group that found no page (everything undone)."""
+        """One attempt of `allocate`: the step's actions, or the id of the
+        group that found no page (the request's tables restored; the
+        caller's journal puts the pages back)."""
         log = ActionLog(now=self.clock)
         snaps = [p.snapshot(r) for p in self.policies]
         old = r.num_computed
@@ -280,8 +346,7 @@ class MemoryManager:
         for p in self.policies:
             if not p.grow(r, start, end, lambda g=p.gid: pool.allocate(g, req_id, pack[g]), pool, log):
                 for q, snap in zip(self.policies, snaps):
-                    q.restore(r, snap, lambda i, page, q=q: self.pool.release(
-                        q.gid, page, self._stamp(q, r, i) if i >= 0 else self._stamp_prio(0)))
+                    q.restore(r, snap, _keep)
                 r.num_computed = old
                 return p.gid
         for gid, src, _dst in log.copies:
@@ -295,26 +360,50 @@ class MemoryManager:
         moves = compact(self.pool, gid, self._pins)
         if not moves:
             return False
-        moved: dict[int, dict[int, int]] = {}
-        for h, src, dst in moves:
-            moved.setdefault(h, {})[src] = dst
+        self._remap({h: {src: dst} for h, src, dst in moves} if len(moves) == 1 else _by_group(moves))
+        self.moves += moves
+        self._step_moves += moves
+        return True
+
+    def _unmove(self, n_moves: int) -> None:
+        """Undo the page-id rewrites of the moves queued after the first
+        `n_moves` (the pool's journal has put the pages back): no page is
+        both moved into and out of in one step, so one inverse map does."""
+        undone = self.moves[n_moves:]
+        if not undone:
+            return
+        del self.moves[n_moves:]
+        del self._step_moves[len(self._step_moves) - len(undone):]
+        self._remap(_by_group([(h, dst, src) for h, src, dst in undone]))
+
+    def _remap(self, moved: dict[int, dict[int, int]]) -> None:
         for r in self.reqs.values():
             r.remap(moved)
-        self.moves += moves
-        return True
 
     def take_moves(self) -> list[tuple[int, int, int]]:
         """Page copies (gid, src, dst) that compaction made since the last
         call; the runner must apply them before the step's forward, ahead
-        of the step's other copies.  Clears the queue."""
+        of the step's other copies (memory/step_copies.py says why that
+        order is safe, and this call asserts it).  Clears the queue."""
+        if self._step_moves or self._step_actions:
+            self.check_step_copies()
         out, self.moves = self.moves, []
         return out
+
+    def check_step_copies(self) -> None:
+        """Raise AssertionError unless this step's moves are independent of
+        each other, and so are its other copies and zeros
+        (memory/step_copies.py)."""
+        step_copies.check_step(self.plan, self._step_moves,
+                               (a for acts in self._step_actions.values() for a in acts))
 
     def commit(self, req_id: str, num_computed: int) -> None:
         """The step ran: `num_computed` tokens are now in the pool.  Publish
         complete pages and checkpoints to the cache, drop pages held for the
         step only, and release pages no future token needs."""
         r = self.reqs[req_id]
+        if self._step_actions:
+            self._step_actions.pop(req_id, None)   # its copies have run
         if num_computed < r.commit_at:   # also -inf while pages are pending
             r.num_computed = num_computed
             return
@@ -423,3 +512,4 @@ class MemoryManager:
                 for page in r.scratch.get(g, {}).values():
                     refs[g][page] = refs[g].get(page, 0) + 1
         self.pool.check_invariants(refs)
+        self.check_step_copies()

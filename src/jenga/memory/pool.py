@@ -35,6 +35,7 @@ import heapq
 from array import array
 from collections.abc import Hashable
 
+from . import pool_journal as journal
 from .plan import MemoryPlan
 from .rules import AllocatorRules
 
@@ -89,6 +90,14 @@ class PagePool:
         # bumped whenever a key enters or leaves a cache index: a prefix
         # lookup made at one generation is still valid at the same one
         self.generation = 0
+        # journal levels (memory/pool_journal.py): while one is open, every
+        # page and large page is saved before its first change, so a failed
+        # allocation can be undone exactly; None when no level is open
+        self._levels: list[journal.Level] = []
+        self._j: journal.Level | None = None
+        # the step in which a large page last had a page moved out of it
+        # (+1, so 0 means never): compaction puts no page there in that step
+        self.vacated = _zeros(n)
         self._steps = [{pack: self._steps_for(per, pack) for pack in (False, True)} for per in self.per_large]
 
     def _steps_for(self, per: int, pack: bool) -> tuple:
@@ -138,6 +147,36 @@ class PagePool:
         """(used, evictable) small pages of group gid."""
         return self.n_used[gid], self.n_cached[gid]
 
+    # ----------------------------------------------------------- journal
+    def begin(self) -> None:
+        """Open a journal level: changes from here on can be undone."""
+        self._levels.append(journal.Level(journal.counters(self)))
+        self._j = self._levels[-1]
+
+    def commit(self) -> None:
+        """Keep the changes of the innermost level."""
+        level = self._levels.pop()
+        if self._levels:
+            journal.merge(level, self._levels[-1])
+        self._j = self._levels[-1] if self._levels else None
+
+    def rollback(self) -> None:
+        """Undo every change of the innermost level and close it."""
+        level = self._levels.pop()
+        self._j = self._levels[-1] if self._levels else None
+        journal.rollback(level, self)
+
+    def _save(self, gid: int, page: int) -> None:
+        journal.save_page(self._j, self, gid, page)
+        journal.save_large(self._j, self, page // self.per_large[gid])
+
+    def _pop_free_large(self) -> int:
+        lp = self.free_large.pop()
+        if self._j is not None:
+            self._j.free_ops.append((False, lp))
+            journal.save_large(self._j, self, lp)
+        return lp
+
     # -------------------------------------------------------- allocation
     def allocate(self, gid: int, owner: Hashable, pack: bool = False) -> int | None:
         """Take one small page of gid for owner (ref 1); None when nothing
@@ -161,7 +200,7 @@ class PagePool:
     def _empty_large(self, gid: int, owner: Hashable) -> int | None:
         if not self.free_large or (self.share is not None and self.held[gid] >= self.share[gid]):
             return None
-        return self._open_large(self.free_large.pop(), gid, owner)
+        return self._open_large(self._pop_free_large(), gid, owner)
 
     def _evict_large(self, gid: int, owner: Hashable) -> int | None:
         candidates = [gid] if self.share is not None else range(len(self.large_heap))
@@ -181,7 +220,7 @@ class PagePool:
                 self._drop_key(g_old, page)
                 self._to_free(g_old, page, requeue=False)
         assert self.large_group[lp] is None and self.free_large[-1] == lp, "evicted large page did not empty"
-        self.free_large.pop()
+        self._pop_free_large()
         return self._open_large(lp, gid, owner)
 
     def _any_slot(self, gid: int, owner: Hashable) -> int | None:
@@ -210,6 +249,8 @@ class PagePool:
         slot, which the caller takes at once.  A page of one slot is then
         full, so it gets no free-slot list and is never filed as open."""
         per = self.per_large[gid]
+        if self._j is not None:
+            journal.save_large(self._j, self, lp)
         self.large_group[lp], self.large_owner[lp] = gid, owner
         self.held[gid] += 1
         self.idle[gid] += 1   # until _take marks the slot used
@@ -219,6 +260,8 @@ class PagePool:
         if owner is not None:
             owned = self.owned.get(owner)
             if owned is None:
+                if self._j is not None:
+                    self._j.new_owners.add(owner)
                 owned = self.owned[owner] = [set() for _ in self.per_large]
                 self.own_open[owner] = [set() for _ in self.per_large]
             owned[gid].add(lp)
@@ -230,6 +273,8 @@ class PagePool:
         """Mark free `page` used (ref 1): the last free slot of its large
         page's list, or the one slot of a large page just opened."""
         lp = page // self.per_large[gid]
+        if self._j is not None:
+            self._save(gid, page)
         slots = self.free_slots.get(lp)
         if slots is not None:
             assert slots[-1] == page
@@ -249,6 +294,8 @@ class PagePool:
     # ---------------------------------------------------- ref counting
     def incref(self, gid: int, page: int) -> None:
         """Add a reference (a prefix hit); an evictable page becomes used."""
+        if self._j is not None:
+            self._save(gid, page)
         if self.ref[gid][page] == 0:
             if self.key[gid][page] is None:
                 raise ValueError(f"group {gid} page {page} is free; cannot share it")
@@ -268,6 +315,8 @@ class PagePool:
         refs = self.ref[gid]
         if refs[page] <= 0:
             raise ValueError(f"group {gid} page {page} released more often than taken")
+        if self._j is not None:
+            self._save(gid, page)
         refs[page] -= 1
         if refs[page]:
             self.n_shared[gid] -= 1
@@ -336,6 +385,10 @@ class PagePool:
         if not (ref or key is not None) or self.large_group[ld] != gid or dst not in slots:
             raise ValueError(f"group {gid}: cannot move page {src} onto page {dst} (need a page in use or "
                              "cached, and a free slot of a large page the group holds)")
+        if self._j is not None:
+            self._save(gid, src)
+            self._save(gid, dst)
+        self.vacated[ls] = self.now + 1
         slots.remove(dst)
         if not slots:
             del self.free_slots[ld]
@@ -396,6 +449,8 @@ class PagePool:
             self.idle[self.large_group[lp]] -= 1
 
     def _drop_key(self, gid: int, page: int) -> None:
+        if self._j is not None:
+            self._save(gid, page)
         del self.cache_map[gid][self.key[gid][page]]
         self.key[gid][page] = None
         self.small_version[gid][page] += 1
@@ -427,6 +482,8 @@ class PagePool:
             self.idle[gid] -= 1
             self.large_version[lp] += 1
             self.free_large.append(lp)
+            if self._j is not None:
+                self._j.free_ops.append((True, lp))
             return
         if len(slots) == 1:
             self._push_open(gid, lp)

@@ -81,6 +81,20 @@ class Policy:
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         raise NotImplementedError
 
+    def pages_needed(self, r: ReqMem, start: int, end: int, hit_tokens: int, pool: PagePool) -> tuple[int, int]:
+        """(required, optional): new pages `grow` takes for [start, end)
+        after a hit of `hit_tokens` (vLLM's get_num_blocks_to_allocate),
+        and at most how many more it may take (state checkpoints; cached
+        pages it references, should an earlier group evict them first).
+        Reads r (its spec and lookahead already set for the step) and the
+        pool; changes nothing."""
+        raise NotImplementedError
+
+    def hit_pages_cached(self, r: ReqMem, length: int, pool: PagePool) -> int:
+        """How many of the pages `take_hit` would reference for a hit of
+        `length` tokens are evictable now (they turn used); changes nothing."""
+        return 0
+
     # Thresholds let the manager skip all per-group work on most decode
     # steps: below them nothing can change (each is re-read after a change).
     def grow_threshold(self, r: ReqMem) -> float:
@@ -161,13 +175,15 @@ class Policy:
 
     def snapshot(self, r: ReqMem) -> tuple:
         """State to undo a failed allocation (tables only ever grow here;
-        a prefix hit also moves the published and released marks)."""
+        a prefix hit also moves the published and released marks).  The
+        pages themselves are put back by the pool's journal."""
         g = self.gid
         return len(r.tables[g]), len(r.pending[g]), r.hit_src.get(g), r.cached_upto[g], r.released_upto[g]
 
     def restore(self, r: ReqMem, snap: tuple, release: Callable[[int, int], None]) -> None:
         """Undo everything taken since `snap`; release(index, page) drops
-        one reference (index -1 for pending pages)."""
+        one reference (index -1 for pending pages); the manager passes a
+        no-op while the pool's journal undoes the references itself."""
         n_table, n_pending, src, r.cached_upto[self.gid], r.released_upto[self.gid] = snap
         table, pending = r.tables[self.gid], r.pending[self.gid]
         for i in range(len(table) - 1, n_table - 1, -1):

@@ -66,6 +66,11 @@ class BudgetPolicy(Policy):
             pending.append((page, None, 0))   # the chunk past the budget: released at commit
         return True
 
+    def pages_needed(self, r: ReqMem, start: int, end: int, hit_tokens: int, pool: PagePool) -> tuple[int, int]:
+        have = len(r.tables[self.gid])
+        keep = max(have, _ceil_div(min(end + r.lookahead, self.budget), self.P))
+        return keep - have + max(0, _ceil_div(self.step_units(start, end, 0), self.P) - keep), 0
+
     def grow_threshold(self, r: ReqMem) -> float:
         # below the budget a decode needs a page at each page boundary; at
         # it, none (multi-token steps always reach `grow`)

@@ -63,6 +63,20 @@ class _ImagePolicy(Policy):
         r.image_time[k] = now
         return True
 
+    def _count(self, r: ReqMem, images, pool: PagePool) -> tuple[int, int]:
+        """(uncached, cached) pages `_load` would take for `images`, as
+        (image, first page) pairs: it allocates the first, references the
+        others, or allocates them too if an earlier group of the same
+        allocation evicts them (hence optional)."""
+        new = old = 0
+        for k, first in images:
+            for i in range(first, self._pages(r.images[k].num_tokens)):
+                if pool.lookup(self.gid, self._key(r, k, i)) is None:
+                    new += 1
+                else:
+                    old += 1
+        return new, old
+
     def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
         table = r.tables[self.gid]
         for k, off in enumerate(self._offsets(r)):
@@ -87,14 +101,15 @@ class _ImagePolicy(Policy):
         pass   # image pages are looked up when a chunk first needs them
 
     def snapshot(self, r: ReqMem) -> tuple:
-        return (list(r.tables[self.gid]),)
+        return list(r.tables[self.gid]), dict(r.image_time)
 
     def restore(self, r: ReqMem, snap: tuple, release) -> None:
-        table, (old,) = r.tables[self.gid], snap
+        table, (old, times) = r.tables[self.gid], snap
         for i, (now, before) in enumerate(zip(table, old)):
             if now != before and now != NO_PAGE:
                 release(i, now)
         table[:] = old
+        r.image_time = times
 
 
 class CrossPolicy(_ImagePolicy):
@@ -115,6 +130,11 @@ class CrossPolicy(_ImagePolicy):
     def cacheable(self, r: ReqMem, num_computed: int) -> Iterator[tuple[int, int]]:
         r.cached_upto[self.gid] = 1
         return super().cacheable(r, num_computed)
+
+    def pages_needed(self, r: ReqMem, start: int, end: int, hit_tokens: int, pool: PagePool) -> tuple[int, int]:
+        if any(p != NO_PAGE for p in r.tables[self.gid]):
+            return 0, 0
+        return self._count(r, [(k, 0) for k in range(len(r.images))], pool)
 
     def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
         table = r.tables[self.gid]
@@ -157,18 +177,22 @@ class VisionPolicy(_ImagePolicy):
     def commit_threshold(self, r: ReqMem) -> float:
         return 0 if any(p != NO_PAGE for p in r.tables[self.gid]) else float("inf")
 
-    def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
+    def _to_load(self, r: ReqMem, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """(image, first page) of each image [start, end) reaches that is
+        not loaded yet."""
         table, offs = r.tables[self.gid], self._offsets(r)
         for k, img in enumerate(r.images):
             if img.position >= end or img.end <= start:
                 continue
-            n = self._pages(img.num_tokens)
-            if any(table[offs[k] + i] != NO_PAGE for i in range(n)):
+            if any(table[offs[k] + i] != NO_PAGE for i in range(self._pages(img.num_tokens))):
                 continue   # already loaded
-            first = (start - img.position) // self.P if start > img.position else 0
-            if not self._load(r, k, first, alloc, pool, log, log.now):
-                return False
-        return True
+            yield k, (start - img.position) // self.P if start > img.position else 0
+
+    def pages_needed(self, r: ReqMem, start: int, end: int, hit_tokens: int, pool: PagePool) -> tuple[int, int]:
+        return self._count(r, list(self._to_load(r, start, end)), pool)
+
+    def grow(self, r: ReqMem, start: int, end: int, alloc: Alloc, pool: PagePool, log: ActionLog) -> bool:
+        return all(self._load(r, k, first, alloc, pool, log, log.now) for k, first in list(self._to_load(r, start, end)))
 
     def out_of_scope(self, r: ReqMem, next_pos: int) -> Iterator[int]:
         table = r.tables[self.gid]

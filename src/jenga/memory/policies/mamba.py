@@ -97,6 +97,13 @@ class MambaPolicy(Policy):
                 self._save(r, c, key, page, log)
         return True
 
+    def pages_needed(self, r: ReqMem, start: int, end: int, hit_tokens: int, pool: PagePool) -> tuple[int, int]:
+        # the running state, the draft states; checkpoints are optional
+        running = 0 if r.tables[self.gid] else 1
+        if r.num_draft:
+            return running + r.num_draft, 0
+        return running, len(self.checkpoints(r, start, end))
+
     def _save(self, r: ReqMem, c: int, key, page: int, log: ActionLog) -> None:
         r.pending[self.gid].append((page, key, -c))
         log.saves.append((self.gid, c, page))
@@ -153,6 +160,9 @@ class MambaPolicy(Policy):
         pool.incref(self.gid, page)
         r.pending[self.gid].append((page, None, -length))
         r.hit_src[self.gid] = page
+
+    def hit_pages_cached(self, r: ReqMem, length: int, pool: PagePool) -> int:
+        return 1 if length and not pool.ref[self.gid][pool.lookup(self.gid, r.key_at(length))] else 0
 
     def priority(self, r: ReqMem, index: int) -> int:
         return -r.num_computed

@@ -64,6 +64,14 @@ class FullPolicy(Policy):
             table.append(page)
         return True
 
+    def pages_needed(self, r: ReqMem, start: int, end: int, hit_tokens: int, pool: PagePool) -> tuple[int, int]:
+        # as `grow` counts: entries below first_needed(start) get no page;
+        # after a hit the table holds one entry per hit page
+        extra = self._extra(r) if self.group.holds_encoder_tokens else 0
+        need = -(-(end + r.lookahead + extra) // self.P)
+        have = hit_tokens // self.P if hit_tokens else len(r.tables[self.gid])
+        return max(0, need - max(have, self.first_needed(start) // self.P)), 0
+
     def release_at(self, k: int) -> float:
         """Smallest next position at which the first k pages leave scope."""
         return INF
@@ -141,6 +149,10 @@ class FullPolicy(Policy):
             table.append(page)
         r.cached_upto[self.gid] = length // self.P
         r.released_upto[self.gid] = lo
+
+    def hit_pages_cached(self, r: ReqMem, length: int, pool: PagePool) -> int:
+        lo, refs, index = self.first_needed(length) // self.P, pool.ref[self.gid], pool.cache_map[self.gid]
+        return sum(1 for key in r.hasher.page_keys(r.tokens, length, self.P)[lo:] if not refs[index[key]])
 
     def release_touches(self, r: ReqMem) -> list[int]:
         # the pages a hit at the page-aligned prompt end reads, where they
