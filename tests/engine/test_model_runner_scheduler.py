@@ -99,8 +99,11 @@ def test_preemption_in_a_small_pool_recomputes_exactly(models):
 
 def test_compaction_in_a_small_pool_keeps_the_tokens_exact(models):
     hf, model = models
-    prompts = dict(PROMPTS, e=[9, 8, 7, 6, 5, 4, 3], f=[11] * 13)
-    outs, stats, _ = _serve(model, _plan(15), prompts, budget=12)
+    prompts = {"a": [6, 8, 18], "b": [57, 112, 87, 79, 29, 85, 88, 14, 111, 97],
+               "c": [55, 119, 83, 82, 37, 114, 88, 44, 64, 88, 25, 21, 48, 72, 108, 46, 92, 57, 51],
+               "d": [85, 41, 109, 60, 9, 19, 29, 97, 15, 97, 20, 51, 60, 91, 70, 27, 115],
+               "e": [91, 6, 3, 52, 27, 12, 110, 53, 75, 73, 112, 102, 53, 70], "f": [82, 1, 86, 18, 68, 83, 117, 63, 40]}
+    outs, stats, _ = _serve(model, _plan(10), prompts, budget=16)
     # freed slots strand in both groups' large pages: an allocation that
     # succeeds by compaction moves pages (copied before the forward); a
     # failed one moves none (it would leave useless copies behind)
