@@ -41,7 +41,8 @@ def manager_state(m) -> tuple:
                   for g in range(len(pool.per_large)))
     larges = (list(pool.large_group), list(pool.large_owner), list(pool.large_used), list(pool.large_cached),
               list(pool.free_large), {lp: list(s) for lp, s in pool.free_slots.items()}, list(pool.vacated))
-    owners = {o: [sorted(s) for s in sets] for o, sets in pool.owned.items()}
+    owners = ({o: [sorted(s) for s in sets] for o, sets in pool.owned.items()}, [dict(u) for u in pool.unit_of],
+              [{u: sorted(map(str, ks)) for u, ks in units.items()} for units in pool.unit_keys])
     opened = {o: [sorted(s) for s in sets] for o, sets in pool.own_open.items()}
     counts = (list(pool.held), list(pool.idle), list(pool.n_used), list(pool.n_cached), list(pool.n_shared),
               list(pool.evictions))

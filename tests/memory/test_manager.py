@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import CHUNK8, CROSS, FULL, MAMBA, SLIDE8, VISION, tiny_plan
+from jenga.memory.hashing import image_page_key
 from jenga.memory.manager import MemoryManager
 from jenga.memory.types import ImageRef
 
@@ -286,3 +287,33 @@ def test_failed_hit_allocation_leaves_no_trace_of_the_hit():
     m.commit("w", 20)
     assert len(m.pool.cache_map[0]) == 5              # all five pages published, from page 0
     m.check_invariants()
+
+
+def test_an_image_is_evicted_whole_wherever_its_pages_lie():
+    # vision pages of 2 tokens, two to a large page: image A (2 tokens) and
+    # the head of image B (4 tokens) share large page 3, B's tail lies in 4
+    plan = tiny_plan([(FULL, 1, 4), (VISION, 1, 2)], 6)
+    m = MemoryManager(plan, enable_prefix_caching=True)
+    images = (ImageRef(1, 2, "A"), ImageRef(3, 4, "B"))
+    m.tick()
+    m.add("a", list(range(10)), 10, images)
+    assert m.allocate("a", 0, 10).encoder_runs == (0, 1)
+    assert m.page_tables("a") == ((0, 1, 2), (6, 7, 8))
+    m.commit("a", 10)
+    m.tick()
+    m.remove("a")
+
+    def cached():
+        return [[m.pool.lookup(1, image_page_key(img, i, "vision:1")) for i in range(-(-img.num_tokens // 2))]
+                for img in images]
+
+    assert cached() == [[6], [7, 8]]
+    for k, (page, left) in enumerate([(2, [[6], [7, 8]]), (5, [[6], [7, 8]]),
+                                      # evicting large page 4 (B's tail) takes B's head out of 3 too
+                                      (4, [[6], [None, None]]),
+                                      (3, [[None], [None, None]])]):
+        m.tick()
+        m.add(f"x{k}", [100 + k] * 4, 4)
+        assert m.allocate(f"x{k}", 0, 4) is not None
+        assert m.page_tables(f"x{k}") == ((page,), ()) and cached() == left
+        m.check_invariants()

@@ -418,7 +418,7 @@ class MemoryManager:
                 changed = True   # a recurrent group may adopt a draft's state page
             for i, key in p.cacheable(r, num_computed):
                 if caching:
-                    pool.set_key(gid, table[i], key)
+                    pool.set_key(gid, table[i], key, p.eviction_unit(r, i))
             if pending:
                 for page, key, prio in pending:
                     if key is not None and caching:

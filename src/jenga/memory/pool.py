@@ -81,6 +81,10 @@ class PagePool:
         self.cached_heap: list[list] = [[] for _ in groups]
         self.large_heap: list[list] = [[] for _ in groups]
         self.cache_map: list[dict[Hashable, int]] = [{} for _ in groups]
+        # eviction units (an image's pages): key -> unit, unit -> its keys;
+        # evicting one page of a unit evicts the unit (see `_evict_small`)
+        self.unit_of: list[dict[Hashable, Hashable]] = [{} for _ in groups]
+        self.unit_keys: list[dict[Hashable, set]] = [{} for _ in groups]
         self.share = list(plan.static_share) if rules.partitioned else None
         self.evictions = [0] * len(groups)
         self.n_used = [0] * len(groups)
@@ -215,12 +219,17 @@ class PagePool:
         heapq.heappop(self.large_heap[self.large_group[lp]])
         g_old = self.large_group[lp]
         base = lp * self.per_large[g_old]
+        siblings = []
         for page in range(base, base + self.per_large[g_old]):
-            if self.key[g_old][page] is not None:
+            key = self.key[g_old][page]
+            if key is not None:
+                if self.unit_of[g_old]:
+                    siblings += self._unit_siblings(g_old, key)
                 self._drop_key(g_old, page)
                 self._to_free(g_old, page, requeue=False)
         assert self.large_group[lp] is None and self.free_large[-1] == lp, "evicted large page did not empty"
         self._pop_free_large()
+        self._drop_pages(g_old, siblings)   # the rest of the images it held: an image goes whole
         return self._open_large(lp, gid, owner)
 
     def _any_slot(self, gid: int, owner: Hashable) -> int | None:
@@ -237,12 +246,32 @@ class PagePool:
         while heap:
             _, page, ver = heapq.heappop(heap)
             if ver == self.small_version[gid][page] and self.is_evictable(gid, page):
+                if self.unit_of[gid]:   # the rest of its image first: this page must be freed last
+                    self._drop_pages(gid, self._unit_siblings(gid, self.key[gid][page]))
                 self._drop_key(gid, page)
                 self._to_free(gid, page)
                 if self.large_group[self.large_of(gid, page)] is None:   # its large page emptied
                     return self._empty_large(gid, owner)
                 return page
         return None
+
+    def _unit_siblings(self, gid: int, key: Hashable) -> list[int]:
+        """Cached pages of gid in key's eviction unit, other than key's."""
+        unit = self.unit_of[gid].get(key)
+        if unit is None:
+            return []
+        index = self.cache_map[gid]
+        return [index[k] for k in self.unit_keys[gid][unit] if k != key and k in index]
+
+    def _drop_pages(self, gid: int, pages: list[int]) -> None:
+        """Drop the cached content of `pages`: evictable ones become free,
+        ones in use stay in use, no longer found by their key."""
+        for page in pages:
+            if self.key[gid][page] is None:
+                continue
+            self._drop_key(gid, page)
+            if not self.ref[gid][page]:
+                self._to_free(gid, page)
 
     def _open_large(self, lp: int, gid: int, owner: Hashable) -> int:
         """Give empty large page lp to gid and owner; returns its first
@@ -352,11 +381,13 @@ class PagePool:
         self._maybe_fully_evictable(self.large_of(gid, page))
         return True
 
-    def set_key(self, gid: int, page: int, key: Hashable) -> bool:
-        """Record that used `page` holds content `key`.  An evictable older
-        copy of the same content is dropped in favour of this newer one (it
-        would otherwise be evicted first and the content lost); returns
-        False, recording nothing, when a copy in use already holds the key."""
+    def set_key(self, gid: int, page: int, key: Hashable, unit: Hashable | None = None) -> bool:
+        """Record that used `page` holds content `key`, part of eviction
+        unit `unit` if given (all cached pages of a unit are evicted
+        together).  An evictable older copy of the same content is dropped
+        in favour of this newer one (it would otherwise be evicted first and
+        the content lost); returns False, recording nothing, when a copy in
+        use already holds the key."""
         if self.ref[gid][page] <= 0:
             raise ValueError(f"group {gid} page {page} is not in use")
         index, keys = self.cache_map[gid], self.key[gid]
@@ -369,6 +400,9 @@ class PagePool:
             return old == page
         keys[page] = key
         index[key] = page
+        if unit is not None:
+            self.unit_of[gid][key] = unit
+            self.unit_keys[gid].setdefault(unit, set()).add(key)
         self.generation += 1
         return True
 
@@ -451,7 +485,17 @@ class PagePool:
     def _drop_key(self, gid: int, page: int) -> None:
         if self._j is not None:
             self._save(gid, page)
-        del self.cache_map[gid][self.key[gid][page]]
+        key = self.key[gid][page]
+        if self.unit_of[gid]:
+            unit = self.unit_of[gid].pop(key, None)
+            if unit is not None:
+                keys = self.unit_keys[gid][unit]
+                keys.discard(key)
+                if not keys:
+                    del self.unit_keys[gid][unit]
+                if self._j is not None:
+                    self._j.unit_ops.append((gid, key, unit))
+        del self.cache_map[gid][key]
         self.key[gid][page] = None
         self.small_version[gid][page] += 1
         self.evictions[gid] += 1

@@ -27,6 +27,9 @@ def check_pool(self: "PagePool", refs: list[dict[int, int]]) -> None:
             assert self.held[gid] <= self.share[gid], f"group {gid} exceeds its static share"
         for key, page in self.cache_map[gid].items():
             assert self.key[gid][page] == key, f"group {gid}: cache index points to page {page} wrongly"
+        assert set(self.unit_of[gid]) <= set(self.cache_map[gid]), f"group {gid}: an uncached key is in a unit"
+        assert {(k, u) for u, ks in self.unit_keys[gid].items() for k in ks} == set(self.unit_of[gid].items()), \
+            f"group {gid}: eviction units disagree"
         used = cached = 0
         for page in range(n * per):
             lp, ref, key = page // per, self.ref[gid][page], self.key[gid][page]

@@ -34,6 +34,7 @@ class Level:
     larges: dict[int, tuple] = field(default_factory=dict)
     free_ops: list[tuple[bool, int]] = field(default_factory=list)   # (pushed?, large page)
     new_owners: set[Hashable] = field(default_factory=set)
+    unit_ops: list[tuple[int, Hashable, Hashable]] = field(default_factory=list)   # keys dropped from units
 
 
 def counters(pool: "PagePool") -> tuple:
@@ -63,6 +64,7 @@ def merge(inner: Level, outer: Level) -> None:
         outer.larges.setdefault(k, v)
     outer.free_ops += inner.free_ops
     outer.new_owners |= inner.new_owners
+    outer.unit_ops += inner.unit_ops
 
 
 def rollback(level: Level, pool: "PagePool") -> None:
@@ -82,6 +84,9 @@ def rollback(level: Level, pool: "PagePool") -> None:
     for (gid, page), (_, key, _, _) in level.pages.items():
         if key is not None:
             pool.cache_map[gid][key] = page
+    for gid, key, unit in reversed(level.unit_ops):
+        pool.unit_of[gid][key] = unit
+        pool.unit_keys[gid].setdefault(unit, set()).add(key)
     for lp, (group, owner, used, cached, slots, vacated) in level.larges.items():
         _unfile_owner(pool, lp)
         pool.large_group[lp], pool.large_owner[lp] = group, owner

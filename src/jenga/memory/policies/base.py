@@ -151,6 +151,11 @@ class Policy:
     def priority(self, r: ReqMem, index: int) -> int:
         return 0
 
+    def eviction_unit(self, r: ReqMem, index: int):
+        """Pages published with the same unit are evicted together (the
+        pages of one image); None: the page goes on its own."""
+        return None
+
     def scope_priority(self, r: ReqMem, index: int) -> int:
         """Aligned eviction priority of table entry `index` released because
         it left scope while the request runs (smaller goes first)."""

@@ -94,6 +94,12 @@ class _ImagePolicy(Policy):
     def priority(self, r: ReqMem, index: int) -> int:
         return -r.images[self._image_of(r, index)].position
 
+    def eviction_unit(self, r: ReqMem, index: int):
+        # an image's pages serve a hit only together, wherever they lie:
+        # evicting one evicts them all (two images sharing a large page
+        # otherwise left page by page, interleaved)
+        return self._key(r, self._image_of(r, index), -1)
+
     def release_time(self, r: ReqMem, index: int, now: int) -> int:
         return r.image_time.get(self._image_of(r, index), now)
 
