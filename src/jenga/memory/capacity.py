@@ -83,7 +83,8 @@ def surely_holds(plan: MemoryPlan, pool: PagePool, needs: Sequence[int], revived
     free large pages and whole evictable ones: while one is left, the
     allocation order never fails.  Group g takes at most ceil(need/per)
     of them, plus, when its large pages have several slots, up to one of
-    its own evictable large pages per page (a free slot in one).  `revived`
+    its own evictable large pages per page (a free slot in one), so at
+    most its free slots' worth.  `revived`
     evictable pages turn used first (a prefix hit).  A sufficient
     condition, O(groups): such an allocation needs no undo journal.  A
     static partition counts free large pages within its share only."""
@@ -95,8 +96,8 @@ def surely_holds(plan: MemoryPlan, pool: PagePool, needs: Sequence[int], revived
         if plan.static_share:
             if pool.held[g] + k > plan.static_share[g]:
                 return False
-        elif per > 1:
-            k += min(n, pool.idle[g])
+        elif per > 1:   # each such large page has a free slot of g
+            k += min(n, pool.idle[g], pool.num_free_slots(g))
         total += k
     if plan.static_share:
         return total <= pool.num_free_large()

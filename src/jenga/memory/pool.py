@@ -171,8 +171,15 @@ class PagePool:
         journal.rollback(level, self)
 
     def _save(self, gid: int, page: int) -> None:
-        journal.save_page(self._j, self, gid, page)
-        journal.save_large(self._j, self, page // self.per_large[gid])
+        """Save a page and its large page before their first change in the
+        open journal level (memory/pool_journal.py; inlined: every page an
+        allocation under the journal takes comes here)."""
+        j, k = self._j, (gid, page)
+        if k not in j.pages:
+            j.pages[k] = (self.ref[gid][page], self.key[gid][page], self.stamp[gid][page], self.born[gid][page])
+        lp = page // self.per_large[gid]
+        if lp not in j.larges:
+            journal.save_large(j, self, lp)
 
     def _pop_free_large(self) -> int:
         lp = self.free_large.pop()
