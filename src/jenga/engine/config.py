@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..memory.kv_dtype import KVDtypeRule
 from ..memory.plan import ALLOCATORS
 from ..sched.config import SchedulerConfig
 
@@ -59,6 +60,11 @@ class EngineConfig:
         those torchrun started); kv_cache_memory is then per rank.
     distributed_timeout_s: with tensor parallelism, how long a step may
         wait on another rank before the engine is declared dead.
+    kv_cache_dtype: storage dtype of K/V: "auto" (the compute dtype),
+        "fp8" (= fp8_e4m3, vLLM's), "fp8_e5m2", or per layer kind, e.g.
+        "full=fp8,sliding=auto"; Mamba states keep theirs unless named
+        (memory/kv_dtype.py).  fp8 K/V is scaled by the checkpoint's
+        per-layer k_scale / v_scale, else 1.0, and attended in the compute dtype.
     """
 
     model: str | Path | None = None
@@ -83,6 +89,7 @@ class EngineConfig:
     enforce_eager: bool = False
     tensor_parallel_size: int = 1
     distributed_timeout_s: float = 300.0
+    kv_cache_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model is not None and not str(self.model):
@@ -122,6 +129,7 @@ class EngineConfig:
         self._check_speculative()
         if self.tensor_parallel_size > 1 and self.speculative_model is not None:
             raise ValueError("tensor_parallel_size > 1 does not support a speculative_model yet")
+        KVDtypeRule.parse(self.kv_cache_dtype)   # ValueError naming kv_cache_dtype
 
     def _check_speculative(self) -> None:
         k, draft = self.num_speculative_tokens, self.speculative_model

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..memory.kv_dtype import KVDtypeRule
 from ..memory.manager import MemoryManager
 from ..memory.plan import MemoryPlan
 from ..memory.planner import artifact_static_share, build_plan
@@ -119,10 +120,11 @@ class LLMEngine:
         if config.cpu_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(config.cpu_threads)
         hf_config = read_config(self.model_path)
-        # KV lives in the compute dtype, whatever dtype the checkpoint was saved in; each
-        # tensor-parallel rank holds its share of every layer (the plan's bytes are per rank)
-        self.shape = shape_from_path(self.model_path, name=self.model_path.name,
-                                     dtype=_DTYPE_NAMES[self.dtype]).per_rank(config.tensor_parallel_size)
+        # KV lives in the compute dtype (or as kv_cache_dtype says), whatever dtype the checkpoint
+        # was saved in; each tensor-parallel rank holds its share of every layer (per-rank bytes)
+        self.shape = KVDtypeRule.parse(config.kv_cache_dtype).apply(
+            shape_from_path(self.model_path, name=self.model_path.name,
+                            dtype=_DTYPE_NAMES[self.dtype]).per_rank(config.tensor_parallel_size))
         self.max_model_len = self._max_model_len(config)
         self.tokenizer = Tokenizer.from_pretrained(self.model_path)
         text_cfg = hf_config.get("text_config") or {}
@@ -204,7 +206,8 @@ class LLMEngine:
         vocab = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
         if vocab != self.vocab_size:
             raise ValueError(f"speculative_model {path} has vocab_size {vocab}, the target {self.vocab_size}")
-        draft_shape = shape_from_path(path, name=path.name, dtype=_DTYPE_NAMES[self.dtype])
+        draft_shape = KVDtypeRule.parse(self.config.kv_cache_dtype).apply(
+            shape_from_path(path, name=path.name, dtype=_DTYPE_NAMES[self.dtype]))
         return merge_shapes(self.shape, draft_shape), load_model(path, self.device, self.dtype)
 
     def _max_model_len(self, config: EngineConfig) -> int:

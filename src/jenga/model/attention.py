@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .attn_metadata import AttnBatch, GroupAttnMetadata, scope_mask
+from .kv_quant import dequantize, is_quantized, quantize
 
 BACKENDS = ("auto", "portable", "cpu", "triton")
 
@@ -40,13 +41,16 @@ BACKENDS = ("auto", "portable", "cpu", "triton")
 @dataclass(frozen=True)
 class LayerAttn:
     """One layer's attention parameters: score scale, its own window /
-    chunk (within its group's scope), soft-cap (0: off), sinks [Hq] or None."""
+    chunk (within its group's scope), soft-cap (0: off), sinks [Hq] or None,
+    and the scales of an fp8 K/V cache (model/kv_quant.py)."""
 
     scale: float
     window: int = 0
     chunk: int = 0
     softcap: float = 0.0
     sinks: torch.Tensor | None = None
+    k_scale: float = 1.0
+    v_scale: float = 1.0
 
     def mask(self, b: AttnBatch, meta: GroupAttnMetadata) -> torch.Tensor:
         """The batch's [B, Q, K] mask for this layer's scope (the group's own
@@ -63,11 +67,11 @@ def triton_available() -> bool:
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             meta: GroupAttnMetadata) -> None:
-    """Store the step's new keys/values ([T, Hkv, D]) at their slots; mutates
-    the caches (and so the pool)."""
-    k_cache[meta.slot_pages, meta.slot_offsets] = k.to(k_cache.dtype)
-    v_cache[meta.slot_pages, meta.slot_offsets] = v.to(v_cache.dtype)
+             meta: GroupAttnMetadata, k_scale: float = 1.0, v_scale: float = 1.0) -> None:
+    """Store the step's new keys/values ([T, Hkv, D]) at their slots (scaled
+    and saturated for an fp8 cache); mutates the caches (and so the pool)."""
+    k_cache[meta.slot_pages, meta.slot_offsets] = quantize(k, k_cache.dtype, k_scale)
+    v_cache[meta.slot_pages, meta.slot_offsets] = quantize(v, v_cache.dtype, v_scale)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,
@@ -113,9 +117,10 @@ def portable_batch(out, q, k, v, k_cache, v_cache, b: AttnBatch, meta: GroupAttn
     # unwritten slots may hold any bytes (a page reused from another group
     # or dtype): zero them, since a masked NaN still poisons SDPA and p @ V
     stale = ~b.k_valid[:, :, None, None]
-    keys = k_cache[b.pages].reshape(B, -1, Hkv, D).masked_fill(stale, 0)
-    values = v_cache[b.pages].reshape(B, -1, Hkv, D).masked_fill(stale, 0)
-    o = attend(q[b.rows].to(keys.dtype), keys, values, layer.mask(b, meta), layer.scale, layer.softcap, layer.sinks)
+    # an fp8 cache is read back in the compute dtype (kv_quant.dequantize)
+    keys = dequantize(k_cache[b.pages], q.dtype, layer.k_scale).reshape(B, -1, Hkv, D).masked_fill(stale, 0)
+    values = dequantize(v_cache[b.pages], q.dtype, layer.v_scale).reshape(B, -1, Hkv, D).masked_fill(stale, 0)
+    o = attend(q[b.rows], keys, values, layer.mask(b, meta), layer.scale, layer.softcap, layer.sinks)
     out[b.rows.reshape(-1)] = o.reshape(B * Q, *o.shape[2:]).to(out.dtype)
     return True
 
@@ -147,7 +152,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
                     v_cache: torch.Tensor, meta: GroupAttnMetadata, *, scale: float, window: int = 0,
                     chunk: int = 0, softcap: float = 0.0, sinks: torch.Tensor | None = None,
-                    backend: str = "auto") -> torch.Tensor:
+                    backend: str = "auto", k_scale: float = 1.0, v_scale: float = 1.0) -> torch.Tensor:
     """Attention of one layer for one step.
 
     q [T, Hq, D]; k, v [T, Hkv, D] are the step's new keys/values, written
@@ -156,10 +161,15 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
     the plan keeps).  backend: one of BACKENDS (see resolve_backend); triton
     takes the whole call, otherwise each batch goes to the first path of the
     backend's chain that takes it.
+    An fp8 cache (`--kv-cache-dtype`) stores K / k_scale and V / v_scale and
+    is attended in q's dtype through the portable path (the compiled
+    kernels read the compute dtype only).
     Returns [T, Hq, D] in q's dtype.  Raises ValueError on a scope the
     group's pages do not cover or an unknown backend.
     """
     kind = resolve_backend(backend, q.device)
+    if is_quantized(k_cache) and kind == "triton":
+        kind = "portable"
     if not meta.covers(window, chunk):
         raise ValueError(f"layer scope window={window} chunk={chunk} exceeds group {meta.gid}'s pages "
                          f"(window={meta.window}, chunk={meta.chunk})")
@@ -168,8 +178,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
         return triton_paged_attention(q, k, v, k_cache, v_cache, meta, scale=scale, window=window,
                                       chunk=chunk, softcap=softcap, sinks=sinks)
     paths = BATCH_PATHS[kind]
-    write_kv(k_cache, v_cache, k, v, meta)
-    layer = LayerAttn(scale, window, chunk, softcap, sinks)
+    write_kv(k_cache, v_cache, k, v, meta, k_scale, v_scale)
+    layer = LayerAttn(scale, window, chunk, softcap, sinks, k_scale, v_scale)
     out = torch.empty_like(q)
     for b in meta.batches:
         for path in paths:   # the chain ends in portable_batch, which takes every batch

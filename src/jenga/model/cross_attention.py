@@ -27,6 +27,7 @@ import torch
 from ..memory.plan import Group
 from ..sched.step import SeqStep, StepPlan
 from .attention import attend
+from .kv_quant import dequantize
 from .multimodal import ImageStore, image_slots, require_pages
 
 
@@ -131,8 +132,8 @@ def cross_attend(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         B, Q = b.local.shape
         # padded slots may hold stale bytes of another group or dtype: zero, not just mask
         stale = ~b.valid[:, :, None, None]
-        keys = k_cache[b.pages, b.offsets].masked_fill(stale, 0)
-        values = v_cache[b.pages, b.offsets].masked_fill(stale, 0)
-        o = attend(q[b.local].to(keys.dtype), keys, values, b.mask, scale)
+        keys = dequantize(k_cache[b.pages, b.offsets], q.dtype).masked_fill(stale, 0)
+        values = dequantize(v_cache[b.pages, b.offsets], q.dtype).masked_fill(stale, 0)
+        o = attend(q[b.local], keys, values, b.mask, scale)
         out[b.local.reshape(-1)] = o.reshape(B * Q, *o.shape[2:]).to(q.dtype)
     return out

@@ -130,6 +130,9 @@ def common_arch(cfg, **kw) -> Arch:
     return Arch(**base)
 
 
+KV_SCALES = ("k_scale", "v_scale")   # per-layer scalars of fp8 checkpoints, read into floats
+
+
 class Attention(nn.Module):
     """Self-attention of layer `idx` over the paged pool: this rank's query
     heads and KV heads (model/parallel.py: head_ranges), o_proj summed over
@@ -149,6 +152,9 @@ class Attention(nn.Module):
         self.shard_slices: dict[str, Slice] = {"sinks": (0, q0, q1)} if shard.size > 1 else {}
         self.head_dim, self.scale, self.softcap = D, a.scale, a.attn_softcap
         self.window, self.chunk = a.windows[idx], a.chunks[idx]
+        # an fp8 K/V cache stores K / k_scale and V / v_scale (the
+        # checkpoint's `self_attn.k_scale` / `v_scale`, else 1.0 as in vLLM)
+        self.k_scale = self.v_scale = 1.0
 
     def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor], meta: GroupAttnMetadata,
                 kv: tuple[torch.Tensor, torch.Tensor], backend: str) -> torch.Tensor:
@@ -160,7 +166,8 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, *cos_sin), apply_rope(k, *cos_sin)
         out = paged_attention(q, k, v, kv[0], kv[1], meta, scale=self.scale, window=self.window,
-                              chunk=self.chunk, softcap=self.softcap, sinks=self.sinks, backend=backend)
+                              chunk=self.chunk, softcap=self.softcap, sinks=self.sinks, backend=backend,
+                              k_scale=self.k_scale, v_scale=self.v_scale)
         return self.o_proj(out.reshape(T, -1))
 
 
@@ -312,6 +319,9 @@ class DecoderLM(nn.Module):
             if target is None:
                 continue
             mod, attr = self._param_slot(target)
+            if attr in KV_SCALES and isinstance(getattr(mod, attr, None), float):
+                setattr(mod, attr, float(tensor.float().reshape(-1)[0]))   # an fp8 checkpoint's K/V scale
+                continue
             old = getattr(mod, "_parameters", {}).get(attr)
             if old is None:
                 raise ValueError(f"unexpected weight {name!r} in checkpoint")

@@ -28,6 +28,7 @@ from ..attn_metadata import AttnMetadata
 from ..cross_attention import CrossMetadata, build_cross_metadata, cross_attend
 from ..image_processing import mllama_pixels, pixel_hash, processor_settings
 from ..kv_pool import KVPool
+from ..kv_quant import quantize
 from ..layers import GatedMLP, RMSNorm
 from ..multimodal import ImageInput, ImageStore, encoder_runs, image_slots, require_pages
 from ..parallel import NO_TP, ColumnParallelLinear, RowParallelLinear, TPShard, head_ranges
@@ -172,7 +173,7 @@ class MllamaForConditionalGeneration(DecoderLM):
                     kc, vc = kv_pool.kv_view(i)
                     key, value = self.model.layers[i].cross_attn.encoder_kv(states)
                     pages, offs = pages.to(kc.device), offs.to(kc.device)
-                    kc[pages, offs], vc[pages, offs] = key.to(kc.dtype), value.to(vc.dtype)
+                    kc[pages, offs], vc[pages, offs] = quantize(key, kc.dtype), quantize(value, vc.dtype)
         metas = {g: build_cross_metadata(step, plan.groups[g], store, self.patches, self.device) for g in groups}
         if all(m is None for m in metas.values()):
             return {}, runs
