@@ -59,3 +59,17 @@ def test_per_kind_rule_keeps_the_sliding_group_unquantised(tmp_path):
 def test_bad_dtype_is_a_value_error_naming_the_field():
     with pytest.raises(ValueError, match="kv_cache_dtype"):
         EngineConfig(kv_cache_dtype="int4")
+
+
+def test_checkpoint_kv_scales_are_read(tmp_path):
+    from safetensors.torch import load_file, save_file
+    tiny_checkpoint("llama", tmp_path)
+    f = next(tmp_path.glob("*.safetensors"))
+    weights = load_file(str(f))
+    weights["model.layers.1.self_attn.k_scale"] = torch.tensor(0.5)
+    weights["model.layers.1.self_attn.v_scale"] = torch.tensor([0.25])
+    save_file(weights, str(f), metadata={"format": "pt"})
+    e, got = run(tmp_path, "fp8")
+    attn = [layer.self_attn for layer in e.model.model.layers]
+    assert [(a.k_scale, a.v_scale) for a in attn] == [(1.0, 1.0), (0.5, 0.25)]
+    assert len(got) == len(PROMPTS)
