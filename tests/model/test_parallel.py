@@ -140,8 +140,8 @@ def test_head_ranges_split_and_replicate():
 
 
 def test_unsharded_family_is_refused_before_loading(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "jamba"}')
-    with pytest.raises(ValueError, match=r"tensor_parallel_size=2: JambaForCausalLM \(jamba\) is not sharded"):
+    (tmp_path / "config.json").write_text('{"model_type": "llama4_text"}')
+    with pytest.raises(ValueError, match=r"tensor_parallel_size=2: Llama4ForCausalLM \(llama4_text\) is not sharded"):
         load_model(tmp_path, shard=TPShard(0, 2, object()))
 
 
