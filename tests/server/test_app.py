@@ -180,3 +180,35 @@ def test_api_key_is_required_when_set(make_engine):
         assert httpx.get(server.root + "/health").status_code == 200   # probes need no key
     finally:
         server.stop()
+
+
+def test_n_completions_share_one_prompt(client, reference):
+    """n=3 seeded: choices 0..2, each what a single request seeded seed + i
+    gives; streamed, every index adds up to its whole text."""
+    params = dict(model="tiny", prompt=PROMPT, max_tokens=6, temperature=1.0, seed=7, extra_body={"ignore_eos": True})
+    got = client.completions.create(n=3, **params)
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    singles = [client.completions.create(**{**params, "seed": 7 + i}).choices[0].text for i in range(3)]
+    assert [c.text for c in got.choices] == singles
+    assert got.usage.completion_tokens == 18
+    texts = {0: "", 1: "", 2: ""}
+    for ch in client.completions.create(n=3, stream=True, **params):
+        for c in ch.choices:
+            texts[c.index] += c.text
+    assert [texts[i] for i in range(3)] == singles
+    chat = client.chat.completions.create(model="tiny", messages=MESSAGES, n=2, max_tokens=4, temperature=0)
+    assert [c.index for c in chat.choices] == [0, 1] and chat.choices[0].message.content == \
+        chat.choices[1].message.content
+    roles = [c.delta.role for ch in client.chat.completions.create(model="tiny", messages=MESSAGES, n=2, max_tokens=3,
+                                                                   temperature=0, stream=True)
+             for c in ch.choices if c.delta.role]
+    assert roles == ["assistant", "assistant"]
+
+
+def test_best_of_and_too_many_samples_are_refused(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2, best_of=2)
+    assert e.value.body["param"] == "best_of"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2, n=1000)
+    assert e.value.body["param"] == "n"

@@ -229,7 +229,7 @@ def _add_routes(app: FastAPI, server: _Server) -> None:
         prep = await server.prepare(server.preparer.chat, await _read_body(request, server.max_body_bytes))
         stream = await server.submit("chatcmpl", prep)
         if prep.stream:
-            return SSEResponse(chat_sse(stream, cfg.served_model_name, prep.include_usage), stream)
+            return SSEResponse(chat_sse(stream, cfg.served_model_name, prep.include_usage, prep.params.n), stream)
         return await _collect(stream, request,
                               lambda out: chat_response(stream.request_id, cfg.served_model_name, out))
 

@@ -142,7 +142,7 @@ class ServerMetrics:
         if not out.finished:
             return
         choice = out.outputs[0]
-        n = len(choice.token_ids)
+        n = sum(len(c.token_ids) for c in out.outputs)   # all n completions of a parallel-sampling request
         self.requests.labels(str(getattr(choice.finish_reason, "value", choice.finish_reason))).inc()
         self.prompt_tokens.inc(len(out.prompt_token_ids))
         self.generation_tokens.inc(n)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
-from ..sched.params import SamplingParams
+from ..sched.params import MAX_N, SamplingParams
 from .errors import from_value_error, invalid, pydantic_error
 
 MAX_STOP_STRINGS = 16
@@ -93,8 +93,9 @@ class _Common(BaseModel):
     def check(self, max_model_len: int) -> None:
         """Refuse values the engine must never see; raises APIError."""
         self._check_extra_fields()
-        if self.n != 1:
-            raise invalid(f"n must be 1 (got {self.n}): this server returns one choice per request", "n")
+        if not 1 <= self.n <= MAX_N:
+            raise invalid(f"n must be in [1, {MAX_N}] (got {self.n}); beam search and best_of are not "
+                          "supported", "n")
         if self.max_tokens is not None and not 1 <= self.max_tokens <= max_model_len:
             raise invalid(f"max_tokens must be in [1, {max_model_len}] (the model's context), "
                           f"got {self.max_tokens}", "max_tokens")
@@ -151,7 +152,7 @@ class _Common(BaseModel):
                           "the context after the prompt", "min_tokens")
         try:
             return SamplingParams(max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
-                                  top_k=self.top_k, seed=self.seed, stop=self.stop_strings,
+                                  top_k=self.top_k, seed=self.seed, stop=self.stop_strings, n=self.n,
                                   stop_token_ids=tuple(self.stop_token_ids or ()),
                                   min_tokens=self.min_tokens, ignore_eos=self.ignore_eos,
                                   **self.sampling_extras())
@@ -165,7 +166,8 @@ class _Common(BaseModel):
 
 class CompletionRequest(_Common):
     """POST /v1/completions.  `prompt`: text, token ids, or a list of one
-    of them (batches of several prompts are refused, as is n > 1)."""
+    of them (batches of several prompts are refused; n > 1 samples the one
+    prompt n times, engine/parallel_sampling.py)."""
 
     prompt: str | list[Int] | list[str] | list[list[Int]]
     max_tokens: Int | None = 16

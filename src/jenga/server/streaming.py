@@ -41,66 +41,80 @@ class SSEResponse(StreamingResponse):
             self._request_stream.close()
 
 
-def finish_reason(out: Any) -> str | None:
-    reason = out.outputs[0].finish_reason
+def _reason(choice: Any) -> str | None:
+    reason = choice.finish_reason
     return None if reason is None else str(getattr(reason, "value", reason))
 
 
+def finish_reason(out: Any) -> str | None:
+    """The first completion's finish reason (the request's, when n == 1)."""
+    return _reason(out.outputs[0])
+
+
 def usage_of(out: Any) -> Usage:
-    return Usage.of(len(out.prompt_token_ids), len(out.outputs[0].token_ids))
+    """Prompt tokens once, completion tokens summed over the n completions."""
+    return Usage.of(len(out.prompt_token_ids), sum(len(c.token_ids) for c in out.outputs))
 
 
 def _checked(out: Any) -> Any:
-    if finish_reason(out) == "error":
+    if any(_reason(c) == "error" for c in out.outputs):
         raise APIError(_ENGINE_ERROR, status=500, type="server_error")
     return out
 
 
 def completion_response(request_id: str, model: str, out: Any) -> CompletionResponse:
     out = _checked(out)
-    choice = CompletionChoice(text=out.outputs[0].text, finish_reason=finish_reason(out))
-    return CompletionResponse(id=request_id, model=model, choices=[choice], usage=usage_of(out))
+    choices = [CompletionChoice(index=c.index, text=c.text, finish_reason=_reason(c)) for c in out.outputs]
+    return CompletionResponse(id=request_id, model=model, choices=choices, usage=usage_of(out))
 
 
 def chat_response(request_id: str, model: str, out: Any) -> ChatCompletionResponse:
     out = _checked(out)
-    choice = ChatChoice(message=AssistantMessage(content=out.outputs[0].text), finish_reason=finish_reason(out))
-    return ChatCompletionResponse(id=request_id, model=model, choices=[choice], usage=usage_of(out))
+    choices = [ChatChoice(index=c.index, message=AssistantMessage(content=c.text), finish_reason=_reason(c))
+               for c in out.outputs]
+    return ChatCompletionResponse(id=request_id, model=model, choices=choices, usage=usage_of(out))
 
 
 def _event(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
-async def _events(stream: RequestStream, model: str, include_usage: bool, chat: bool) -> AsyncIterator[str]:
+async def _events(stream: RequestStream, model: str, include_usage: bool, chat: bool,
+                  n: int = 1) -> AsyncIterator[str]:
     base = {"id": stream.request_id, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()), "model": model}
     if include_usage:
         base["usage"] = None
 
-    def chunk(text: str | None, reason: str | None, first: bool = False) -> str:
+    def chunk(index: int, text: str | None, reason: str | None, first: bool = False) -> str:
         if chat:
             delta = {"role": "assistant", "content": ""} if first else ({} if text is None else {"content": text})
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
         return _event({**base, "choices": [choice]})
 
-    sent, last = 0, None
+    # per completion (n > 1: one per index): text sent so far, whether it ended
+    sent: dict[int, int] = {}
+    done: set[int] = set()
+    last = None
     try:
-        if chat:
-            yield chunk(None, None, first=True)
+        if chat:   # the role first, for every completion, before any token (as OpenAI and vLLM do)
+            for i in range(n):
+                yield chunk(i, None, None, first=True)
         async for out in stream:
             last = out
-            text = out.outputs[0].text
-            reason = finish_reason(out)
-            if reason == "error":
-                raise APIError(_ENGINE_ERROR, status=500, type="server_error")
-            if len(text) > sent:
-                yield chunk(text[sent:], None)
-                sent = len(text)
-            if reason is not None:
-                yield chunk(None, reason)
+            for c in out.outputs:
+                i, reason = c.index, _reason(c)
+                if reason == "error":
+                    raise APIError(_ENGINE_ERROR, status=500, type="server_error")
+                at = sent.setdefault(i, 0)
+                if len(c.text) > at:
+                    yield chunk(i, c.text[at:], None)
+                    sent[i] = len(c.text)
+                if reason is not None and i not in done:
+                    done.add(i)
+                    yield chunk(i, None, reason)
         if include_usage and last is not None:
             yield _event({**base, "choices": [], "usage": usage_of(last).model_dump()})
     except APIError as e:
@@ -114,5 +128,5 @@ def completion_sse(stream: RequestStream, model: str, include_usage: bool) -> As
     return _events(stream, model, include_usage, chat=False)
 
 
-def chat_sse(stream: RequestStream, model: str, include_usage: bool) -> AsyncIterator[str]:
-    return _events(stream, model, include_usage, chat=True)
+def chat_sse(stream: RequestStream, model: str, include_usage: bool, n: int = 1) -> AsyncIterator[str]:
+    return _events(stream, model, include_usage, chat=True, n=n)
