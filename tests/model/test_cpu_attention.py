@@ -86,3 +86,20 @@ def test_switched_off_by_environment(monkeypatch):
         assert "JENGA_CPU_KERNEL=0" in cpu_kernel.unavailable_reason()
     finally:
         cpu_kernel.reset()
+
+
+def test_a_stale_build_lock_is_cleared(tmp_path, monkeypatch):
+    """A build killed mid-way leaves torch's lock file; an old one must not
+    make the next load wait forever, a fresh one (a live build) stays."""
+    import os
+    import torch.utils.cpp_extension as ext
+    monkeypatch.setattr(ext, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    lock = tmp_path / "lock"
+    lock.touch()
+    cpu_kernel._clear_stale_lock("x")
+    assert lock.exists()
+    old = lock.stat().st_mtime - cpu_kernel.STALE_LOCK_S - 1
+    os.utime(lock, (old, old))
+    cpu_kernel._clear_stale_lock("x")
+    assert not lock.exists()
+    cpu_kernel._clear_stale_lock("x")      # no lock: nothing to do

@@ -17,12 +17,17 @@ here raises on a failed build.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
 
 SOURCE = Path(__file__).with_name("cpu_paged_attention.cpp")
 _state: dict[str, object] = {}
+# torch's build lock is a plain file: a process killed mid-build leaves it,
+# and every later load would wait on it forever.  A build takes ~20 s (a
+# minute on a loaded box), so a lock this old belongs to no live build.
+STALE_LOCK_S = 300.0
 
 
 def _flags() -> tuple[str, list[str]]:
@@ -32,9 +37,20 @@ def _flags() -> tuple[str, list[str]]:
     return "generic", ["-O3"]
 
 
+def _clear_stale_lock(name: str) -> None:
+    from torch.utils.cpp_extension import _get_build_directory
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def _build():
     from torch.utils.cpp_extension import load
     tag, flags = _flags()
+    _clear_stale_lock(f"jenga_cpu_attn_{tag}")
     load(name=f"jenga_cpu_attn_{tag}", sources=[str(SOURCE)], extra_cflags=flags, is_python_module=False,
          verbose=False)
     return torch.ops.jenga_cpu.paged_attention
