@@ -34,6 +34,10 @@ def test_row_shape_applies_max_model_len_and_fp8_weights():
     base = get_preset("character-ai-70b")
     assert char.max_context == 65536 and char.weights_bytes == base.weights_bytes // 2
     assert paper.row_shape(_row("jamba")).max_context == 8192
+    # Llama 4: vLLM v1, TP 8, --max-model-len 1000000, whole article groups
+    llama4 = _row("llama4")
+    assert (llama4.engine, llama4.tp, paper.row_shape(llama4).max_context) == ("v1", 8, 1_000_000)
+    assert len(llama4.workload_args["articles_per_doc"]) * 4 == llama4.num_requests == 160
     with pytest.raises(ValueError, match="engine"):
         paper.Experiment("x", "llama-3.1-8b", "sharegpt", 1, engine="v2")
 

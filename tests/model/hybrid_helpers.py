@@ -188,14 +188,22 @@ def engine(path, **kw) -> LLMEngine:
 
 def run(eng: LLMEngine, batch: list[list[int]], prefix: str) -> list[list[int]]:
     """Generate for every prompt of the batch at once; tokens in input order."""
+    return [list(o.outputs[0].token_ids) for o in run_outputs(eng, batch, prefix)]
+
+
+def run_outputs(eng: LLMEngine, batch: list[list[int]], prefix: str, watch=None) -> list:
+    """As `run`, but the final RequestOutputs; watch(eng) is called after
+    every step but the last (invariants are checked after every step)."""
     for i, p in enumerate(batch):
         eng.add_request(f"{prefix}{i}", p, ENGINE_GREEDY)
     final = {}
     while eng.has_unfinished_requests():
         for out in eng.step():
             if out.finished:
-                final[out.request_id] = list(out.outputs[0].token_ids)
+                final[out.request_id] = out
         eng.manager.check_invariants()
+        if watch and eng.has_unfinished_requests():
+            watch(eng)
     return [final[f"{prefix}{i}"] for i in range(len(batch))]
 
 

@@ -14,7 +14,7 @@ import torch
 import transformers as tf
 
 from hybrid_helpers import (BASE, ENGINE_GREEDY, check_prefill_logits, engine, hf_greedy, make_checkpoint, prompts,
-                            short_prompts)
+                            run, run_outputs, short_prompts)
 from model_helpers import tiny_checkpoint
 from jenga.model.loader import load_model
 from jenga.sched.step import NO_PAGE
@@ -43,26 +43,6 @@ def llama4(tmp_path_factory):
     return path, refs
 
 
-def generate(eng, batch: list[list[int]], prefix: str, watch=None) -> list:
-    """Run the batch to the end; final outputs in input order.  watch(eng)
-    is called after every step but the last."""
-    for i, p in enumerate(batch):
-        eng.add_request(f"{prefix}{i}", p, ENGINE_GREEDY)
-    final = {}
-    while eng.has_unfinished_requests():
-        for out in eng.step():
-            if out.finished:
-                final[out.request_id] = out
-        eng.manager.check_invariants()
-        if watch and eng.has_unfinished_requests():
-            watch(eng)
-    return [final[f"{prefix}{i}"] for i in range(len(batch))]
-
-
-def tokens(outs) -> list[list[int]]:
-    return [list(o.outputs[0].token_ids) for o in outs]
-
-
 def chunked_gid(eng) -> int:
     (gid,) = [g.gid for g in eng.plan.groups if g.spec.chunk]
     return gid
@@ -72,7 +52,7 @@ def chunked_gid(eng) -> int:
 def test_engine_matches_transformers_over_many_chunks(llama4, allocator):
     path, refs = llama4
     eng = engine(path, allocator=allocator, page_tokens=PAGE)
-    assert tokens(generate(eng, prompts(), "a")) == [refs[tuple(p)] for p in prompts()]
+    assert run(eng, prompts(), "a") == [refs[tuple(p)] for p in prompts()]
     assert eng.stats().kv_used_bytes == 0
 
 
@@ -91,7 +71,7 @@ def test_chunked_group_holds_only_the_current_chunk(llama4):
         table = e.manager.page_tables("p0")[chunked_gid(e)]
         seen.append((len(table), sum(p != NO_PAGE for p in table)))
 
-    (out,) = generate(eng, [prompt], "p", watch)
+    (out,) = run_outputs(eng, [prompt], "p", watch)
     assert list(out.outputs[0].token_ids) == refs[tuple(prompt)]
     computed = [24, 48] + list(range(57, 57 + ENGINE_GREEDY.max_tokens - 1))
     pages = [-(-c // PAGE) for c in computed]
@@ -103,14 +83,14 @@ def test_prefix_hit_inside_a_later_chunk_takes_only_that_chunk(llama4):
     path, refs = llama4
     eng = engine(path, page_tokens=PAGE)
     long = prompts()[2]
-    assert tokens(generate(eng, [long], "warm")) == [refs[tuple(long)]]
+    assert run(eng, [long], "warm") == [refs[tuple(long)]]
     gid, first = chunked_gid(eng), []
 
     def watch(e):
         if not first:   # the tables right after the hit's first step
             first.extend(e.manager.page_tables("h0"))
 
-    (out,) = generate(eng, [hit_prompt()], "h", watch)
+    (out,) = run_outputs(eng, [hit_prompt()], "h", watch)
     assert out.num_cached_tokens == 44
     assert list(out.outputs[0].token_ids) == refs[tuple(hit_prompt())]
     # full groups reference pages 0..10 of the hit; the chunked group only
@@ -123,9 +103,9 @@ def test_prefix_hit_inside_a_later_chunk_takes_only_that_chunk(llama4):
 def test_small_pool_preempts_and_stays_exact(llama4):
     path, refs = llama4
     eng = engine(path, page_tokens=PAGE, kv_cache_memory=64 * 1024, enable_prefix_caching=False)
-    outs = generate(eng, short_prompts() * 2, "s")
+    outs = run(eng, short_prompts() * 2, "s")
     assert eng.stats().num_preemptions > 0
-    assert tokens(outs) == [refs[tuple(p)] for p in short_prompts() * 2]
+    assert outs == [refs[tuple(p)] for p in short_prompts() * 2]
 
 
 def test_multimodal_checkpoint_serves_its_text_model(tmp_path):

@@ -145,3 +145,19 @@ def test_arxiv_packed_articles_fill_documents_up_to_max_doc():
     assert one[0].segments[0].length == 8000          # a lone article longer than max_doc is cut
     with pytest.raises(ValueError, match="article_median"):
         arxiv_qa(4, article_median=0)
+
+
+def test_arxiv_article_groups_make_documents_of_exact_article_counts():
+    groups = (3, 1, 12)
+    reqs = arxiv_qa(12, seed=0, questions_per_doc=4, article_median=1000, doc_sigma=0.5, articles_per_doc=groups,
+                    max_doc=10**6, shuffle=False)
+    docs = [reqs[4 * d].segments[0].length for d in range(3)]
+    # a document of k lognormal articles (median 1000) is about k thousand tokens
+    assert 1500 < docs[0] < 6000 and 200 < docs[1] < 4000 and 7000 < docs[2] < 20000
+    assert all(r.segments[0].length == docs[i // 4] for i, r in enumerate(reqs))
+    capped = arxiv_qa(4, seed=0, article_median=1000, articles_per_doc=(12,), max_doc=5000)
+    assert capped[0].segments[0].length == 5000
+    with pytest.raises(ValueError, match="articles_per_doc"):
+        arxiv_qa(4, articles_per_doc=(2,))
+    with pytest.raises(ValueError, match="articles_per_doc"):
+        arxiv_qa(4, article_median=1000, articles_per_doc=(0,))

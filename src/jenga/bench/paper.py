@@ -28,6 +28,11 @@ ENGINES = ("v0-eager", "v0", "v1")
 # generate_arxiv_requests); article lengths are our estimate.
 ARXIV = {"questions_per_doc": 4, "article_median": 12000, "doc_sigma": 0.6, "output_len": 150,
          "question_tokens": (8, 12)}
+# The artifact's "ministral" arXiv subset: article ids grouped into documents
+# (benchmark_serving.py get_ministral_article_ids); the Llama 4 row sets no
+# --hf-max-len, so each of its 40 documents is its whole group
+ARXIV_GROUPS = (9, 5, 7, 5, 4, 11, 10, 18, 9, 11, 5, 8, 8, 3, 2, 3, 5, 13, 10, 9, 10, 10, 11, 10, 10, 11, 11, 11,
+                3, 5, 11, 8, 10, 11, 12, 8, 9, 6, 10, 3)
 # Llama-3.1-405B-evals MMLU-Pro details: a 5-shot chain-of-thought prompt per
 # subject (14 subjects) followed by the question; outputs are the 405B model's
 # recorded answers.  Lengths are our estimate of that dataset.
@@ -67,6 +72,10 @@ EXPERIMENTS = (
     Experiment("ministral", "ministral-8b", "arxiv_qa", 32, {**ARXIV, "max_doc": 80000 - 150}, engine="v0",
                prefix_caching=True,
                paper={"max-page": 0.198, "static": None, "jenga": 0.304, "vllm": 0.202}),
+    Experiment("llama4", "llama-4-scout", "arxiv_qa", 160, {**ARXIV, "articles_per_doc": ARXIV_GROUPS,
+                                                           "max_doc": 1_000_000 - 150},
+               engine="v1", tp=8, max_num_seqs=1024, prefix_caching=True, max_model_len=1_000_000,
+               paper={"max-page": 0.76, "static": 0.81, "jenga": 1.16, "vllm": 0.67}),
     Experiment("jamba", "jamba-1.5-mini", "mmlu_pro", 1000, {**MMLU, "output_len": 20}, tp=4,
                max_num_seqs=1024, max_model_len=8192,
                paper={"max-page": 9.52, "static": 7.47, "jenga": 10.38, "vllm": 7.47}),

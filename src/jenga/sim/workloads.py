@@ -19,7 +19,7 @@ says which a model needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -104,26 +104,34 @@ def mmmu_pro(num_requests: int, *, rate: float = math.inf, seed: int = 0, text_t
 
 def arxiv_qa(num_requests: int, *, rate: float = math.inf, seed: int = 0, questions_per_doc: int = 4,
              doc_median: int = 30000, doc_sigma: float = 0.6, min_doc: int = 1000, max_doc: int = 110000,
-             article_median: int | None = None, question_tokens: tuple[int, int] = (15, 60),
-             output_len: OutputLen = (100, 200), shuffle: bool = True,
-             vocab_size: int = DEFAULT_VOCAB) -> list[TraceRequest]:
+             article_median: int | None = None, articles_per_doc: Sequence[int] = (),
+             question_tokens: tuple[int, int] = (15, 60), output_len: OutputLen = (100, 200),
+             shuffle: bool = True, vocab_size: int = DEFAULT_VOCAB) -> list[TraceRequest]:
     """Questions about long documents: each document (lognormal length,
     clipped to [min_doc, max_doc]) is a shared segment asked
     `questions_per_doc` questions.  With `article_median`, a document is
     instead consecutive articles (lognormal lengths around that median,
     sigma `doc_sigma`) concatenated while the total stays within `max_doc`,
     as the paper artifact builds its arXiv prompts (so documents sit just
-    under `max_doc`).  `shuffle` interleaves the documents' questions;
-    otherwise they come document by document."""
+    under `max_doc`).  With `articles_per_doc` too, document d is exactly
+    articles_per_doc[d] articles (cycled), cut to `max_doc` (the artifact's
+    fixed article groups when it sets no --hf-max-len).  `shuffle`
+    interleaves the documents' questions; otherwise they come document by
+    document."""
     _check(num_requests)
     if questions_per_doc < 1 or not 1 <= min_doc <= max_doc:
         raise ValueError("questions_per_doc must be >= 1 and 1 <= min_doc <= max_doc")
     if article_median is not None and article_median < 1:
         raise ValueError(f"article_median must be >= 1, got {article_median!r}")
+    if articles_per_doc and (article_median is None or min(articles_per_doc) < 1):
+        raise ValueError("articles_per_doc needs article_median and counts >= 1")
     rng = np.random.default_rng([seed, 2])
     num_docs = -(-num_requests // questions_per_doc)
     if article_median is None:
         docs = _lognormal(rng, num_docs, doc_median, doc_sigma, min_doc, max_doc)
+    elif articles_per_doc:
+        counts = [articles_per_doc[d % len(articles_per_doc)] for d in range(num_docs)]
+        docs = [min(max_doc, sum(_lognormal(rng, k, article_median, doc_sigma, 1, max_doc))) for k in counts]
     else:
         docs = [_packed_articles(rng, article_median, doc_sigma, max_doc) for _ in range(num_docs)]
     order = list(range(num_requests))

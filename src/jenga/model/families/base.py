@@ -94,6 +94,22 @@ def hf_config(config):
     return config
 
 
+# Multimodal checkpoints (Gemma-3, Llama 4) keep the text model under one of these.
+TEXT_TOWER_PREFIXES = ("model.language_model.", "language_model.model.")
+
+
+def text_tower_name(name: str, skip: tuple[str, ...]) -> str | None:
+    """A multimodal checkpoint's tensor name as the text model's: None for
+    names under `skip` (the vision tower and projector), the text prefixes
+    rewritten to `model.`, `language_model.lm_head.` to `lm_head.`."""
+    if name.startswith(skip):
+        return None
+    for prefix in TEXT_TOWER_PREFIXES:
+        if name.startswith(prefix):
+            return "model." + name[len(prefix):]
+    return name.removeprefix("language_model.") if name.startswith("language_model.lm_head.") else name
+
+
 def layer_scopes(cfg) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(windows, chunks) per layer from HF `layer_types` (all full without)."""
     n = cfg.num_hidden_layers

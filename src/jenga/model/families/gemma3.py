@@ -8,11 +8,9 @@ tower it runs (vision weights are skipped).
 
 from __future__ import annotations
 
-from .base import Arch, DecoderLM
+from .base import Arch, DecoderLM, text_tower_name
 from .gemma2 import gemma_arch
 
-# Multimodal checkpoints keep the text tower under one of these prefixes.
-_TEXT_PREFIXES = ("model.language_model.", "language_model.model.")
 _VISION_PREFIXES = ("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.",
                     "multi_modal_projector.")
 
@@ -32,11 +30,5 @@ class Gemma3ForCausalLM(DecoderLM):
         return gemma_arch(cfg, qk_norm=True)
 
     def map_name(self, name: str) -> str | None:
-        if name.startswith(_VISION_PREFIXES):
-            return None
-        for prefix in _TEXT_PREFIXES:
-            if name.startswith(prefix):
-                name = "model." + name[len(prefix):]
-        if name.startswith("language_model.lm_head."):
-            name = name[len("language_model."):]
-        return super().map_name(name)
+        name = text_tower_name(name, _VISION_PREFIXES)
+        return None if name is None else super().map_name(name)

@@ -28,9 +28,8 @@ import torch.nn as nn
 
 from ..attention import paged_attention
 from ..layers import GatedMLP, activation
-from .base import Arch, Attention, DecoderLayer, DecoderLM, common_arch, hf_config
+from .base import Arch, Attention, DecoderLayer, DecoderLM, common_arch, hf_config, text_tower_name
 
-_TEXT_PREFIXES = ("model.language_model.", "language_model.model.")
 _VISION_PREFIXES = ("model.vision_model.", "vision_model.", "model.multi_modal_projector.",
                     "multi_modal_projector.")
 
@@ -151,11 +150,5 @@ class Llama4ForCausalLM(DecoderLM):
         return DecoderLayer(a, idx, mlp, attn)
 
     def map_name(self, name: str) -> str | None:
-        if name.startswith(_VISION_PREFIXES):
-            return None
-        for prefix in _TEXT_PREFIXES:
-            if name.startswith(prefix):
-                name = "model." + name[len(prefix):]
-        if name.startswith("language_model.lm_head."):
-            name = name[len("language_model."):]
-        return super().map_name(name.replace(".feed_forward.", ".mlp."))
+        name = text_tower_name(name, _VISION_PREFIXES)
+        return None if name is None else super().map_name(name.replace(".feed_forward.", ".mlp."))
