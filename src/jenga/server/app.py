@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from ..engine.stats_logger import StatsLogger
 from ..sched.scheduler import QueueFull
 from .async_engine import AsyncEngine, EngineDead, RequestFailed, RequestStream
 from .errors import APIError, api_error_handler, engine_error, from_value_error, overloaded, unexpected_error_handler
@@ -56,6 +57,8 @@ class ServerConfig:
     allowed_origins: origins granted CORS (e.g. "http://localhost:3000",
         or "*"); empty (the default) sends no CORS headers, so web pages
         cannot drive the server from a browser.
+    log_stats_interval_s: seconds between the periodic stats lines
+        (engine/stats_logger.py) while the engine is busy; None: off.
     """
 
     served_model_name: str
@@ -66,8 +69,11 @@ class ServerConfig:
     retry_after_s: int = 1
     max_body_bytes: int | None = None
     allowed_origins: tuple[str, ...] = ()
+    log_stats_interval_s: float | None = 10.0
 
     def __post_init__(self) -> None:
+        if self.log_stats_interval_s is not None and not self.log_stats_interval_s > 0:
+            raise ValueError(f"log_stats_interval_s must be > 0 or None, got {self.log_stats_interval_s!r}")
         if not self.served_model_name:
             raise ValueError("served_model_name must be non-empty")
         if self.api_key is not None and not self.api_key:
@@ -94,6 +100,8 @@ class _Server:
         self.config, self.engine = config, engine
         self.metrics = ServerMetrics()
         self.async_engine = AsyncEngine(engine, on_output=self.metrics.on_output, on_close=self.metrics.on_close)
+        if config.log_stats_interval_s is not None:   # vLLM's periodic stats line, a step observer
+            engine.add_step_observer(StatsLogger(engine, config.log_stats_interval_s))
         self.max_model_len = int(engine.scheduler.max_model_len)
         tokenizer = engine.tokenizer
         self.preparer = RequestPreparer(

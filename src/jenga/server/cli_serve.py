@@ -63,6 +63,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="seconds in-flight requests may finish on shutdown; those still running then "
                              "get an error")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--disable-log-stats", action="store_true",
+                        help="no periodic stats line (throughput, queues, KV use per group, hit rate) while busy")
     add_dataclass_args(parser, EngineConfig, skip=("model", "kv_cache_memory", "max_model_len"))
 
 
@@ -82,7 +84,8 @@ def build_server_config(args: argparse.Namespace, engine):
     return ServerConfig(served_model_name=name, api_key=api_key, max_image_bytes=args.max_image_bytes,
                         allowed_local_media_path=args.allowed_local_media_path,
                         drain_timeout_s=args.drain_timeout, max_body_bytes=args.max_request_bytes,
-                        allowed_origins=tuple(args.allowed_origins))
+                        allowed_origins=tuple(args.allowed_origins),
+                        log_stats_interval_s=None if args.disable_log_stats else 10.0)
 
 
 def serve_main(args: argparse.Namespace) -> int:
