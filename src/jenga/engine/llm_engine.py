@@ -267,6 +267,7 @@ class LLMEngine:
             raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
         if request_id in self._states or request_id in self._fanout.parents:
             raise ValueError(f"request id {request_id!r} is already in use")
+        self._check_params(params)
         if params.n > 1:
             self._add_parent(request_id, prompt, params, arrival_time, prompt_text, cache_salt, images)
             return
@@ -291,9 +292,19 @@ class LLMEngine:
         req = Request(request_id, ids, params=sched_params, images=refs, arrival_time=arrival,
                       cache_salt=cache_salt, eos_token_id=eos[0] if eos else None)
         self.scheduler.add_request(req)
+        if params.repetition_penalty != 1.0:   # it covers the prompt, which the sampler may never see
+            self.sampler.add_prompt(request_id, ids)
         if refs:
             self.executor.register_inputs(request_id, inputs)
         self._states[request_id] = ReqOutputState(request_id, text, tuple(ids), params, self.tokenizer, arrival)
+
+    def _check_params(self, params: SamplingParams) -> None:
+        """ValueError naming the field the model or engine cannot honour."""
+        bad = [t for t in (params.logit_bias or {}) if t >= self.vocab_size]
+        if bad:
+            raise ValueError(f"logit_bias: token ids {bad[:5]} are outside the vocabulary of {self.vocab_size}")
+        if params.logprobs is not None and self.draft_model is not None:
+            raise ValueError("logprobs: not supported with speculative decoding yet")
 
     def _tokenize(self, prompt: str | Sequence[int], prompt_text: str | None) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
@@ -377,7 +388,8 @@ class LLMEngine:
             if state is None or (not u.new_token_ids and not u.finished):
                 continue
             self._generated += len(u.new_token_ids)
-            step = state.apply(u.new_token_ids, u.finish_reason if u.finished else None, now, u.num_cached_tokens)
+            step = state.apply(u.new_token_ids, u.finish_reason if u.finished else None, now, u.num_cached_tokens,
+                               result.logprobs.get(u.req_id, ())[:len(u.new_token_ids)])
             if step.stopped_by is not None:
                 self.scheduler.finish_request(u.req_id, FinishReason.STOP)
             if state.finished:

@@ -13,17 +13,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..sched.step import TokenLogprobs
+
+
+@dataclass(frozen=True)
+class Logprob:
+    """One token's log-probability as vLLM reports it: rank 1 is the most
+    likely token; decoded_token is the token's own text."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+# per generated token: {token id: Logprob}, the sampled token first, then the top ones
+SampleLogprobs = tuple[dict[int, Logprob], ...]
+
+
+def logprob_dict(lp: TokenLogprobs, decode) -> dict[int, Logprob]:
+    """vLLM's per-token dict from the sampler's TokenLogprobs; `decode`
+    turns one token id into its text."""
+    out = {lp.token_id: Logprob(lp.logprob, lp.rank, decode(lp.token_id))}
+    for rank, (tok, value) in enumerate(lp.top, start=1):
+        if tok not in out:
+            out[tok] = Logprob(value, rank, decode(tok))
+    return out
+
 
 @dataclass(frozen=True)
 class CompletionOutput:
     """One completion.  finish_reason is None while running; stop_reason is
-    the stop string or stop token id that ended it, else None."""
+    the stop string or stop token id that ended it, else None.  logprobs
+    (one dict per token id) and cumulative_logprob are set when the
+    request's SamplingParams.logprobs is not None."""
 
     text: str
     token_ids: tuple[int, ...]
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     index: int = 0
+    logprobs: SampleLogprobs | None = None
+    cumulative_logprob: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -77,6 +107,7 @@ class DeltaOutput:
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     index: int = 0
+    logprobs: SampleLogprobs | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +115,7 @@ class RequestOutput:
     """A request's state after a step (or at the end for LLM.generate).
 
     num_cached_tokens: prompt tokens served from the prefix cache.
+    prompt_logprobs: always None for now (SamplingParams refuses them).
     """
 
     request_id: str
@@ -94,3 +126,4 @@ class RequestOutput:
     num_cached_tokens: int
     metrics: RequestMetrics
     delta: DeltaOutput | None = None
+    prompt_logprobs: None = None

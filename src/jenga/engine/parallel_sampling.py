@@ -35,7 +35,7 @@ def child_id(parent_id: str, index: int) -> str:
 def child_params(params: SamplingParams, index: int) -> SamplingParams:
     """Child `index`'s params: n=1, and seed + index when seeded."""
     seed = None if params.seed is None else params.seed + index
-    return replace(params, n=1, seed=seed)
+    return replace(params, n=1, best_of=None, seed=seed)
 
 
 class ParentState:

@@ -131,9 +131,10 @@ class ModelRunner:
         self.forget(step.finished)
         out = self.forward(step)
         by_id = {s.req_id: s for s in step.seqs}
-        tokens = self.sampler.sample(out.logits, [by_id[r] for r in out.req_ids])
+        tokens, lps = self.sampler.sample_with_logprobs(out.logits, [by_id[r] for r in out.req_ids])
+        logprobs = {r: (lp,) for r, lp in zip(out.req_ids, lps) if lp is not None}
         return StepResult({r: (t,) for r, t in zip(out.req_ids, tokens)}, time.perf_counter() - t0,
-                          out.encoder_runs)
+                          out.encoder_runs, logprobs=logprobs)
 
     def register_inputs(self, req_id: str, inputs) -> None:
         """Register a request's preprocessed images (model.multimodal.ImageInput);

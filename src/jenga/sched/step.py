@@ -106,14 +106,28 @@ class StepPlan:
         return not self.seqs and not self.copies and not self.zeros
 
 
+class TokenLogprobs(NamedTuple):
+    """The log-probabilities of one sampled token (the model's own
+    distribution, before temperature, penalties or masks, as vLLM reports
+    by default): its logprob, its rank (1 = most likely), and the `top`
+    (token id, logprob) pairs the request asked for, most likely first."""
+
+    token_id: int
+    logprob: float
+    rank: int
+    top: tuple[tuple[int, float], ...] = ()
+
+
 @dataclass(frozen=True)
 class StepResult:
     """What the runner returns: sampled token ids per request that had
     `sample` set (one token, or several when a draft model's proposals were
     accepted), how long the step took (measured or simulated), and the draft
-    model's proposals for each request's next step."""
+    model's proposals for each request's next step.  `logprobs` holds, for
+    requests whose params ask for them, one TokenLogprobs per sampled token."""
 
     sampled: dict[str, tuple[int, ...]]
     duration_s: float = 0.0
     encoder_runs: int = 0
     draft_tokens: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    logprobs: dict[str, tuple[TokenLogprobs, ...]] = field(default_factory=dict)
