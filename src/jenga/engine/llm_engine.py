@@ -50,7 +50,9 @@ from .runner import ModelRunner
 from .sampler import Sampler
 from .spec_runner import SpecRunner
 from .spec_shape import draft_layer_offset, merge_shapes
-from .tokenizer import Tokenizer
+from .engine_args import generation_defaults
+from .model_source import check_supported, resolve_model
+from .tokenizer import Tokenizer, model_eos_token_ids, read_chat_template
 from .vision_inputs import VisionPrompts
 
 _log = logging.getLogger("jenga.engine")
@@ -103,6 +105,21 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
+def load_tokenizer(config: EngineConfig, model_path: Path) -> Tokenizer:
+    """The tokenizer of `config.tokenizer` (default: the model folder),
+    with `config.chat_template` (text or a file) replacing the folder's.
+    Raises ValueError when the folder has no tokenizer.json."""
+    folder = model_path if config.tokenizer is None else resolve_model(config.tokenizer, what="tokenizer")
+    try:
+        tok = Tokenizer.from_pretrained(folder)
+    except FileNotFoundError:
+        raise ValueError(f"tokenizer: {folder} has no tokenizer.json (give tokenizer=FOLDER, or "
+                         "skip_tokenizer_init=True for token-id prompts)") from None
+    if config.chat_template is not None:
+        tok.chat_template = read_chat_template(config.chat_template)
+    return tok
+
+
 class LLMEngine:
     """See module doc.  Construction loads the model (seconds) and raises
     ValueError for an unusable config (unknown model type, a max_model_len
@@ -114,21 +131,29 @@ class LLMEngine:
             from ..model.gguf_convert import default_model_path
             self.model_path = default_model_path()
         else:
-            self.model_path = Path(config.model)
+            self.model_path = resolve_model(config.model)
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         if config.cpu_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(config.cpu_threads)
         hf_config = read_config(self.model_path)
+        check_supported(self.model_path, hf_config)
         # KV lives in the compute dtype (or as kv_cache_dtype says), whatever dtype the checkpoint
         # was saved in; each tensor-parallel rank holds its share of every layer (per-rank bytes)
         self.shape = KVDtypeRule.parse(config.kv_cache_dtype).apply(
             shape_from_path(self.model_path, name=self.model_path.name,
                             dtype=_DTYPE_NAMES[self.dtype]).per_rank(config.tensor_parallel_size))
         self.max_model_len = self._max_model_len(config)
-        self.tokenizer = Tokenizer.from_pretrained(self.model_path)
+        self.generation_defaults = generation_defaults(config.generation_config, self.model_path)
+        self.default_sampling_params()   # a bad default is a ValueError now, not at the first request
+        if self.generation_defaults:
+            _log.info("default sampling parameters from %s: %s", config.generation_config, self.generation_defaults)
+        self.tokenizer = None if config.skip_tokenizer_init else load_tokenizer(config, self.model_path)
+        self.eos_token_ids = tuple(self.tokenizer.eos_token_ids) if self.tokenizer is not None else \
+            tuple(dict.fromkeys(model_eos_token_ids(self.model_path)))
         text_cfg = hf_config.get("text_config") or {}
-        self.vocab_size = int(hf_config.get("vocab_size") or text_cfg.get("vocab_size") or self.tokenizer.vocab_size)
+        vocab = hf_config.get("vocab_size") or text_cfg.get("vocab_size")
+        self.vocab_size = int(vocab or self.tokenizer.vocab_size)
         self.tp_group = None
         try:
             self._build(config, hf_config)
@@ -146,7 +171,7 @@ class LLMEngine:
         self.model = load_model(self.model_path, self.device, self.dtype, shard)
         target_shape, self.draft_model = self.shape, None
         if config.speculative_model is not None:
-            self.shape, self.draft_model = self._load_draft(Path(config.speculative_model))
+            self.shape, self.draft_model = self._load_draft(resolve_model(config.speculative_model, what="speculative_model"))
             self.max_model_len = self._max_model_len(config)
         self.plan = self._build_plan(config, self._kv_budget())
         self.manager = MemoryManager(self.plan, enable_prefix_caching=config.enable_prefix_caching,
@@ -157,7 +182,7 @@ class LLMEngine:
             chunk=config.max_num_batched_tokens, spare=2 * config.num_speculative_tokens, budget_source=self._budget_source())
         self.scheduler = Scheduler(config.scheduler_config(), self.manager, max_model_len=self.max_model_len)
         self.kv_pool = KVPool(self.plan, device=self.device)
-        self.sampler = Sampler(self.tokenizer.eos_token_ids, seed=config.seed)
+        self.sampler = Sampler(self.eos_token_ids, seed=config.seed)
         graphs = graph_config(self.model, self.device, enforce_eager=config.enforce_eager,
                               max_num_seqs=config.max_num_seqs, max_model_len=self.max_model_len)
         self.runner = ModelRunner(self.model, self.kv_pool, self.plan, sampler=self.sampler, cuda_graphs=graphs)
@@ -251,6 +276,14 @@ class LLMEngine:
             return f"gpu_memory_utilization={self.config.gpu_memory_utilization} (--gpu-memory-utilization)"
         return "the default CPU pool (sized from available memory; set --kv-cache-memory)"
 
+    def default_sampling_params(self) -> SamplingParams:
+        """SamplingParams() with the generation config's defaults (vLLM's
+        `--generation-config`); ValueError naming a bad one."""
+        try:
+            return SamplingParams(**self.generation_defaults)
+        except ValueError as e:
+            raise ValueError(f"generation_config: {e}") from None
+
     # ---------------------------------------------------------- requests
     def add_request(self, request_id: str, prompt: str | Sequence[int], params: SamplingParams | None = None,
                     arrival_time: float | None = None, *, prompt_text: str | None = None,
@@ -282,7 +315,7 @@ class LLMEngine:
         if len(ids) >= self.max_model_len:
             raise ValueError(f"prompt has {len(ids)} tokens; max_model_len={self.max_model_len} leaves no room "
                              "for an output token")
-        eos = self.tokenizer.eos_token_ids
+        eos = self.eos_token_ids
         if len(eos) > 1 and not params.ignore_eos:   # the scheduler knows one eos; the rest stop like stop ids
             extra = tuple(t for t in eos[1:] if t not in params.stop_token_ids)
             sched_params = replace(params, stop_token_ids=params.stop_token_ids + extra)
@@ -303,6 +336,8 @@ class LLMEngine:
         bad = [t for t in (params.logit_bias or {}) if t >= self.vocab_size]
         if bad:
             raise ValueError(f"logit_bias: token ids {bad[:5]} are outside the vocabulary of {self.vocab_size}")
+        if self.tokenizer is None and params.stop:
+            raise ValueError("stop: stop strings need a tokenizer (skip_tokenizer_init is set); use stop_token_ids")
         if params.logprobs is not None and self.draft_model is not None:
             raise ValueError("logprobs: not supported with speculative decoding yet")
 
@@ -310,6 +345,8 @@ class LLMEngine:
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("prompt must be non-empty")
+            if self.tokenizer is None:
+                raise ValueError("prompt: text needs a tokenizer (skip_tokenizer_init is set); give token ids")
             return prompt, self.tokenizer.encode(prompt)
         ids = list(prompt)
         if not ids:

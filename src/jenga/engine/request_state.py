@@ -38,7 +38,7 @@ class ReqOutputState:
     prompt: str | None
     prompt_token_ids: tuple[int, ...]
     params: SamplingParams
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None       # None: skip_tokenizer_init, token ids only, empty text
     arrival_time: float
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
@@ -52,7 +52,8 @@ class ReqOutputState:
     cumulative_logprob: float = 0.0
 
     def __post_init__(self) -> None:
-        self.detok = IncrementalDetokenizer(self.tokenizer, self.params.skip_special_tokens)
+        self.detok = None if self.tokenizer is None else \
+            IncrementalDetokenizer(self.tokenizer, self.params.skip_special_tokens)
         if self.params.logprobs is not None:
             self.logprobs = []
         self.stops = StopStrings(self.params.stop, self.params.include_stop_str_in_output)
@@ -72,8 +73,8 @@ class ReqOutputState:
         if new_token_ids and self.first_token_time is None:
             self.first_token_time = now
         self.token_ids.extend(new_token_ids)
-        piece = self.detok.add(new_token_ids) if new_token_ids else ""
-        if finish is not None:
+        piece = self.detok.add(new_token_ids) if new_token_ids and self.detok is not None else ""
+        if finish is not None and self.detok is not None:
             piece += self.detok.finish()
         self.text += piece
         stopped_by = None
@@ -106,8 +107,8 @@ class ReqOutputState:
         self.cumulative_logprob += sum(lp.logprob for lp in logprobs)
         return new
 
-    def _decode_one(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+    def _decode_one(self, token_id: int) -> str | None:
+        return None if self.tokenizer is None else self.tokenizer.decode([token_id], skip_special_tokens=False)
 
     def _output(self, now: float, delta: DeltaOutput) -> RequestOutput:
         lps = None if self.logprobs is None else tuple(self.logprobs)

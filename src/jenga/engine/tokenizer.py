@@ -3,8 +3,9 @@ and stop strings.
 
 `Tokenizer` wraps a `tokenizers.Tokenizer` loaded from a local Hugging Face
 folder (tokenizer.json, tokenizer_config.json, generation_config.json,
-config.json); it never touches the network.  Chat templates are the folder's
-Jinja template rendered in a sandbox.  `IncrementalDetokenizer` turns a
+config.json); it never touches the network.  Chat templates are rendered
+by transformers' own renderer (imported on first use), so a prompt is
+byte for byte what `AutoTokenizer.apply_chat_template` gives.  `IncrementalDetokenizer` turns a
 growing list of token ids into text pieces that never end inside a UTF-8
 character split across tokens; `StopStrings` finds a request's stop strings
 in its text and says how much of the text is safe to stream.
@@ -19,7 +20,6 @@ from typing import Any, NamedTuple
 
 import jinja2
 import tokenizers
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -41,6 +41,24 @@ def _as_ids(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
 
 
+def read_chat_template(value: str) -> str:
+    """A chat template given as Jinja text or as a file holding it (as
+    vLLM's --chat-template).  Raises ValueError for a missing file."""
+    if "{" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"chat_template: no file {value} (give a template file or the Jinja text itself)")
+    return path.read_text(encoding="utf-8")
+
+
+def model_eos_token_ids(folder: Path) -> list[int]:
+    """The eos ids a model folder declares: generation_config.json's, then
+    config.json's (repeats possible; the tokenizer's eos token comes last)."""
+    eos = _as_ids(_read_json(folder / "generation_config.json").get("eos_token_id"))
+    return eos + _as_ids(_read_json(folder / "config.json").get("eos_token_id"))
+
+
 class Tokenizer:
     """Encodes, decodes and renders chats for one model.
 
@@ -58,7 +76,6 @@ class Tokenizer:
         if eos_token is not None and backend.token_to_id(eos_token) is not None:
             ids.append(backend.token_to_id(eos_token))
         self.eos_token_ids: tuple[int, ...] = tuple(dict.fromkeys(ids))
-        self._template: jinja2.Template | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> Tokenizer:
@@ -75,9 +92,7 @@ class Tokenizer:
             template = named.get("default", next(iter(named.values()), None))
         if template is None and (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-        eos = _as_ids(_read_json(folder / "generation_config.json").get("eos_token_id"))
-        eos += _as_ids(_read_json(folder / "config.json").get("eos_token_id"))
-        return cls(backend, chat_template=template, eos_token_ids=eos,
+        return cls(backend, chat_template=template, eos_token_ids=model_eos_token_ids(folder),
                    bos_token=_token_text(tok_cfg.get("bos_token")),
                    eos_token=_token_text(tok_cfg.get("eos_token")))
 
@@ -92,34 +107,31 @@ class Tokenizer:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
-                            tokenize: bool = False, **extra: Any) -> str | list[int]:
-        """Render a conversation (dicts with role and content) with the
-        model's chat template; token ids when `tokenize`.  Raises ValueError
-        when the model has no template, a message lacks a role, or the
-        template itself raises."""
-        if self.chat_template is None:
-            raise ValueError("chat_template: this tokenizer has none; pass a plain prompt instead")
+                            tokenize: bool = False, chat_template: str | None = None,
+                            **extra: Any) -> str | list[int]:
+        """Render a conversation (dicts with role and content) exactly as
+        transformers renders it (its own renderer: the same sandboxed Jinja
+        environment, filters and globals, with bos_token and eos_token
+        passed); `chat_template` overrides the model's for this call; token
+        ids when `tokenize`.  Raises ValueError when there is no template,
+        a message lacks a role, or the template itself raises."""
+        template = chat_template if chat_template is not None else self.chat_template
+        if template is None:
+            raise ValueError("chat_template: this tokenizer has none; pass a plain prompt or a chat_template")
         for i, m in enumerate(messages):
             if "role" not in m:
                 raise ValueError(f"messages[{i}] has no 'role'")
-        if self._template is None:
-            env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                extensions=["jinja2.ext.loopcontrols"])
-            env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
-            env.globals["raise_exception"] = _raise_template_error
-            self._template = env.from_string(self.chat_template)
+        from transformers.utils.chat_template_utils import render_jinja_template
         try:
-            text = self._template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                         bos_token=self.bos_token or "", eos_token=self.eos_token or "",
-                                         **extra)
-        except jinja2.TemplateError as e:
+            rendered, _ = render_jinja_template(conversations=[list(messages)], chat_template=template,
+                                                add_generation_prompt=add_generation_prompt,
+                                                bos_token=self.bos_token or "", eos_token=self.eos_token or "",
+                                                **extra)
+        except (jinja2.TemplateError, TypeError, KeyError) as e:
             raise ValueError(f"chat template failed: {e}") from e
+        text = rendered[0]
         # the template writes any special tokens itself
         return self.encode(text, add_special_tokens=False) if tokenize else text
-
-
-def _raise_template_error(message: str) -> None:
-    raise jinja2.TemplateError(message)
 
 
 class IncrementalDetokenizer:

@@ -120,15 +120,20 @@ def chat_images(conversation: Sequence[Mapping]) -> tuple[list[dict], tuple]:
     """The conversation with image parts reduced to {"type": "image"} (what
     chat templates test for) and the images in order.  Image parts are
     {"type": "image", "image": x} or OpenAI's {"type": "image_url",
-    "image_url": {"url": path | data URL}}."""
+    "image_url": {"url": path | data URL}}.  A content list of text parts
+    only is joined into one string, as the server does, so templates
+    written for string content work.  Raises ValueError naming a part that
+    is not a text or image part."""
     images, out = [], []
-    for m in conversation:
+    for i, m in enumerate(conversation):
+        if not isinstance(m, Mapping):
+            raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content', got {type(m).__name__}")
         content = m.get("content")
         if not isinstance(content, list):
             out.append(dict(m))
             continue
         parts = []
-        for part in content:
+        for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, Mapping) else None
             if kind == "image":
                 images.append(part.get("image", part.get("url")))
@@ -137,7 +142,13 @@ def chat_images(conversation: Sequence[Mapping]) -> tuple[list[dict], tuple]:
                 url = part.get("image_url")
                 images.append(url.get("url") if isinstance(url, Mapping) else url)
                 parts.append({"type": "image"})
-            else:
+            elif kind == "text" and isinstance(part.get("text"), str):
                 parts.append(part)
-        out.append({**m, "content": parts})
+            else:
+                raise ValueError(f"messages[{i}].content[{j}] must be a text part {{'type': 'text', 'text': ...}} "
+                                 f"or an image part, got {part!r:.80}")
+        if all(p["type"] == "text" for p in parts):
+            out.append({**m, "content": "".join(p["text"] for p in parts)})
+        else:
+            out.append({**m, "content": parts})
     return out, tuple(images)
