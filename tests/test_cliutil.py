@@ -19,7 +19,7 @@ def _parse(argv):
 def test_auto_field_defaults_to_none_and_takes_an_int():
     p, args = _parse([])
     assert from_args(SchedulerConfig, args).mamba_checkpoint_interval is None
-    assert "default auto" in p.format_help()
+    assert "(default: auto)" in " ".join(p.format_help().split())
     _, args = _parse(["--mamba-checkpoint-interval", "1024", "--no-enable-prefix-caching"])
     cfg = from_args(SchedulerConfig, args)
     assert cfg.mamba_checkpoint_interval == 1024 and cfg.enable_prefix_caching is False

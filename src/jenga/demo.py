@@ -17,10 +17,13 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from .cliutil import SIZE_HELP, parse_bytes
+
 
 def add_args(p) -> None:
     p.add_argument("--quick", action="store_true", help="tiny workload (for tests)")
-    p.add_argument("--kv-bytes", type=int, default=None, help="KV budget of part 2 in bytes (default 4 MiB: a few of its prompts at once)")
+    p.add_argument("--kv-cache-memory-bytes", "--kv-bytes", dest="kv_bytes", type=parse_bytes, default=None,
+                   metavar="BYTES", help=f"KV budget of part 2 (default 4 MiB: a few of its prompts at once); {SIZE_HELP}")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 

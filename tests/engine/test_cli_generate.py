@@ -52,3 +52,17 @@ def test_stream_prints_the_first_request(tmp_path, capsys):
                   "--device", "cpu", "--cpu-threads", "1", "--kv-cache-memory", "1MiB", "--page-tokens", "4"])
     assert cli_generate.main(args) == 0
     assert "1 request(s), 5 tokens" in capsys.readouterr().err
+
+
+def test_missing_tokenizer_and_quantized_model_are_one_line(tmp_path, capsys):
+    from jenga.cli import main
+    tiny_checkpoint("llama", tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "quantization_config": {"quant_method": "gptq"}}))
+    assert main(["generate", "--model", str(tmp_path), "--device", "cpu", "hi"]) == 2
+    assert "quantized weights" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "tokenizer.json").unlink()
+    assert main(["generate", "--model", str(tmp_path), "--device", "cpu", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no tokenizer.json" in err and len(err.splitlines()) == 1

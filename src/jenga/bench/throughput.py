@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..cliutil import SIZE_HELP, parse_bytes
 from ..memory.footprint import true_need_bytes
 
 ALLOCATORS = "jenga,max-page,static,uniform"
@@ -222,24 +223,12 @@ def plot_batches(results: list[Result], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def parse_bytes(text: str) -> int:
-    """'6MiB', '1GiB', '500MB' or a plain number of bytes; ValueError otherwise."""
-    low = text.strip().lower()
-    for unit, mult in (("kib", 2**10), ("mib", 2**20), ("gib", 2**30), ("kb", 10**3), ("mb", 10**6),
-                       ("gb", 10**9), ("b", 1), ("", 1)):
-        if low.endswith(unit):
-            value = int(float(low[: len(low) - len(unit)]) * mult)
-            break
-    if value <= 0:
-        raise ValueError(f"kv bytes must be positive, got {text!r}")
-    return value
-
-
 def add_args(p) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, builtin:NAME or vlm:NAME (default %(default)s)")
     p.add_argument("--allocator", default=ALLOCATORS, help="comma-separated, default all")
-    p.add_argument("--kv-bytes", "--kv-cache-memory", dest="kv_bytes", type=parse_bytes, default=DEFAULT_KV_BYTES,
-                   help="KV pool bytes, the same for every allocator: a number or e.g. 6MiB (default 6 MiB)")
+    p.add_argument("--kv-cache-memory-bytes", "--kv-bytes", "--kv-cache-memory", dest="kv_bytes", type=parse_bytes,
+                   default=DEFAULT_KV_BYTES, metavar="BYTES",
+                   help=f"KV pool, the same for every allocator (default 6MiB); {SIZE_HELP}")
     for f, default in asdict(Workload()).items():
         if f != "image_size":
             flags = ["--" + f.replace("_", "-")] + (["--num-prompts"] if f == "num_requests" else [])
@@ -247,7 +236,8 @@ def add_args(p) -> None:
     p.add_argument("--image-size", default="96x160", help="HxW; heights vary down to H/2")
     p.add_argument("--max-num-batched-tokens", type=int, default=512)
     p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--page-tokens", type=int, default=16)
+    p.add_argument("--block-size", "--page-tokens", dest="page_tokens", type=int, default=16,
+                   help="tokens per small page of the attention groups (default 16)")
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="ranks per engine (worker processes on this machine; docs/parallel.md)")

@@ -74,7 +74,7 @@ class EngineConfig(SchedulerConfig):
     """
 
     model: str | Path | None = None
-    tokenizer: str | Path | None = None
+    tokenizer: str | Path | None = field(default=None, metadata={"cli_type": str, "cli_default": "the model's"})
     skip_tokenizer_init: bool = False
     allocator: str = "jenga"
     kv_cache_memory: int | None = field(default=None, metadata={"cli_type": "bytes", "cli_default": "auto",
@@ -87,12 +87,12 @@ class EngineConfig(SchedulerConfig):
     kv_cache_dtype: str = "auto"
     seed: int = 0
     cpu_threads: int | None = field(default=None, metadata={"cli_type": int, "cli_default": "torch's"})
-    speculative_model: str | Path | None = None
+    speculative_model: str | Path | None = field(default=None, metadata={"cli_type": str, "cli_default": "none"})
     tensor_parallel_size: int = 1
     distributed_timeout_s: float = 300.0
     enforce_eager: bool = False
     generation_config: str = "auto"
-    chat_template: str | None = None
+    chat_template: str | None = field(default=None, metadata={"cli_type": str, "cli_default": "the tokenizer's"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,6 +12,7 @@ argument is a ValueError naming it, with the closest known name.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ..cliutil import add_dataclass_args
 from .config import EngineConfig
 
 # generation_config.json keys vLLM takes as default sampling parameters -> SamplingParams names
@@ -53,6 +55,31 @@ def engine_config(model: str | Path | None = None, **kwargs: Any) -> EngineConfi
                 raise ValueError(f"{key}: sets {name}, which {given[name]} already set")
             given[name], out[name] = key, v
     return EngineConfig(model=model, **out)
+
+
+def add_engine_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ("model",)) -> None:
+    """Every EngineConfig flag (vLLM's names first, Jenga's as aliases,
+    help from the field docs) plus vLLM's --speculative-config JSON."""
+    add_dataclass_args(parser, EngineConfig, skip=skip)
+    parser.add_argument("--speculative-config", dest="speculative_config", default=None, metavar="JSON",
+                        help='draft-model speculative decoding in vLLM\'s form, e.g. '
+                             '\'{"model": "DIR", "num_speculative_tokens": 3}\' (sets --speculative-model and '
+                             '--num-speculative-tokens)')
+
+
+def engine_config_from_args(args: argparse.Namespace, **overrides: Any) -> EngineConfig:
+    """The EngineConfig of parsed `add_engine_args` flags (unset flags keep
+    the field defaults; `overrides` win).  ValueError naming the field."""
+    names = {f.name for f in fields(EngineConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    spec = getattr(args, "speculative_config", None)
+    if spec is not None:
+        for name, v in speculative_fields(spec).items():
+            if name in kw:
+                raise ValueError(f"--speculative-config sets {name}, which its own flag already set")
+            kw[name] = v
+    kw.update(overrides)
+    return EngineConfig(**kw)
 
 
 def _unknown(key: str, names: set[str]) -> str:

@@ -17,6 +17,7 @@ from itertools import count
 from typing import Any
 
 from ..sched.params import SamplingParams
+from .config import EngineConfig
 from .engine_args import engine_config
 from .llm_engine import LLMEngine
 from .outputs import RequestOutput
@@ -34,7 +35,17 @@ class LLM:
     naming an unknown or bad one)."""
 
     def __init__(self, model: str | None = None, **engine_args: Any) -> None:
-        self.engine = LLMEngine(engine_config(model, **engine_args))
+        self._start(engine_config(model, **engine_args))
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> LLM:
+        """An LLM over an already built EngineConfig (the CLI's path)."""
+        llm = cls.__new__(cls)
+        llm._start(config)
+        return llm
+
+    def _start(self, config: EngineConfig) -> None:
+        self.engine = LLMEngine(config)
         self._ids = count()
 
     def get_tokenizer(self) -> Tokenizer | None:

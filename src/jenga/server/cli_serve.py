@@ -12,68 +12,50 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 
-from ..cliutil import add_dataclass_args, from_args
+from ..cliutil import SIZE_HELP, parse_bytes
 
 log = logging.getLogger("jenga.server")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-          "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
-
-
-def parse_bytes(text: str) -> int:
-    """`1073741824`, `1GiB`, `512MiB`, `2GB` -> bytes.  Raises
-    argparse.ArgumentTypeError on anything else."""
-    m = _SIZE.match(text)
-    unit = (m.group(2) or "").lower() if m else ""
-    if not m or unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a byte size: {text!r} (examples: 268435456, 256MiB, 2GiB)")
-    value = int(float(m.group(1)) * _UNITS[unit])
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"byte size must be positive: {text!r}")
-    return value
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """All `jenga serve` options (the lead's CLI calls this)."""
-    from ..engine.config import EngineConfig
+    from ..engine.engine_args import add_engine_args
 
     parser.add_argument("model", nargs="?", default=None,
-                        help="local Hugging Face model folder (default: the bundled SmolLM2-135M-Instruct)")
+                        help="model folder or Hugging Face repo id in the local cache "
+                             "(default: the bundled SmolLM2-135M-Instruct)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000)")
     parser.add_argument("--api-key", default=None,
                         help="require this bearer key on /v1/* (default: $JENGA_API_KEY if set)")
     parser.add_argument("--served-model-name", default=None,
                         help="model name clients send (default: the MODEL argument or the folder name)")
-    parser.add_argument("--kv-cache-memory", type=parse_bytes, default=None,
-                        help="KV pool size in bytes (suffixes MiB, GiB accepted)")
-    parser.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's)")
-    parser.add_argument("--max-image-bytes", type=parse_bytes, default=20 * 2**20)
+    parser.add_argument("--max-image-bytes", type=parse_bytes, default=20 * 2**20, metavar="BYTES",
+                        help=f"largest image a request may send (default 20MiB); {SIZE_HELP}")
     parser.add_argument("--allowed-local-media-path", default=None,
                         help="directory from which chat messages may reference local image files")
-    parser.add_argument("--max-request-bytes", type=parse_bytes, default=None,
+    parser.add_argument("--max-request-bytes", type=parse_bytes, default=None, metavar="BYTES",
                         help="largest request body, 413 beyond it (default: derived from max_model_len, "
-                             "see docs/server.md)")
+                             f"see docs/server.md); {SIZE_HELP}")
     parser.add_argument("--allowed-origins", nargs="+", default=(),
                         help="origins allowed to call the server from a browser (CORS; default: none)")
     parser.add_argument("--drain-timeout", type=float, default=5.0,
                         help="seconds in-flight requests may finish on shutdown; those still running then "
                              "get an error")
-    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                        help="server and engine log level (default info)")
     parser.add_argument("--disable-log-stats", action="store_true",
                         help="no periodic stats line (throughput, queues, KV use per group, hit rate) while busy")
-    add_dataclass_args(parser, EngineConfig, skip=("model", "kv_cache_memory", "max_model_len"))
+    add_engine_args(parser)
 
 
 def build_engine_config(args: argparse.Namespace):
     """EngineConfig from parsed flags.  Raises ValueError naming the field."""
-    from ..engine.config import EngineConfig
+    from ..engine.engine_args import engine_config_from_args
 
-    overrides = {"model": args.model, "kv_cache_memory": args.kv_cache_memory, "max_model_len": args.max_model_len}
-    return from_args(EngineConfig, args, **{k: v for k, v in overrides.items() if v is not None})
+    return engine_config_from_args(args, **({"model": args.model} if args.model is not None else {}))
 
 
 def build_server_config(args: argparse.Namespace, engine):
