@@ -86,7 +86,7 @@ def test_plan_list_and_vllm_flags(capsys):
     (["plan"], "plan needs a MODEL"),
     (["generate", "--model", "/path/to/model", "hi"], "looks like a placeholder"),
     (["generate", "--model", "nobody/nothing-here", "hi"], "huggingface-cli download nobody/nothing-here"),
-    (["generate", "--tensor-parallel-size", "2", "hi"], "tensor parallelism is not supported yet"),
+    (["generate", "--gpu-memory-utilization", "2", "hi"], "gpu_memory_utilization must be in (0, 1]"),
     (["serve", "--kv-cache-dtype", "fp8"], "kv_cache_dtype"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys, monkeypatch, tmp_path):
