@@ -104,3 +104,30 @@ def test_base_install_without_torch_says_which_extra():
     assert r.returncode == 2
     assert r.stderr.strip() == ("jenga generate: error: this needs the torch extra (module 'torch' is missing): "
                                 "pip install 'jenga[torch]'")
+
+
+def test_every_flag_of_every_subcommand_has_help():
+    import importlib
+
+    from jenga.cli import build_parser
+
+    missing = []
+
+    def walk(parser, name):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for n, sp in a.choices.items():
+                    walk(sp, f"{name} {n}")
+            elif a.option_strings and a.dest != "help" and not a.help:
+                missing.append(f"{name} {a.option_strings[0]}")
+
+    walk(build_parser(), "jenga")
+    for cmd, mod in (("generate", "jenga.engine.cli_generate"), ("serve", "jenga.server.cli_serve"),
+                     ("demo", "jenga.demo"), ("bench throughput", "jenga.bench.throughput"),
+                     ("bench serve", "jenga.bench.serve_client"), ("bench paper", "jenga.bench.paper"),
+                     ("bench prefix", "jenga.bench.prefix"), ("bench utilisation", "jenga.bench.utilisation")):
+        sub = argparse.ArgumentParser(prog=f"jenga {cmd}")
+        importlib.import_module(mod).add_args(sub)
+        sub.format_help()   # a help text argparse cannot format would fail here
+        walk(sub, f"jenga {cmd}")
+    assert missing == []

@@ -62,7 +62,8 @@ def _plan_main(args) -> int:
 
 def _simulate_parser(sub) -> None:
     p = sub.add_parser("simulate", help="run a workload through the scheduler on a simulated GPU")
-    p.add_argument("--model", default="ministral-8b")
+    p.add_argument("--model", default="ministral-8b",
+                   help="preset name (see `jenga plan --list`) or a config.json / model folder (default ministral-8b)")
     p.add_argument("--workload", default="arxiv_qa",
                    help="mmmu_pro | arxiv_qa | mmlu_pro | sharegpt | multiturn")
     p.add_argument("--trace", default=None, help="replay a JSONL trace instead of --workload")
@@ -75,7 +76,7 @@ def _simulate_parser(sub) -> None:
     p.add_argument("--kv-cache-dtype", default="auto",
                    help="storage dtype of K/V: auto (the model's), fp8 (= fp8_e4m3), fp8_e5m2, or per kind, "
                         "e.g. full=fp8,sliding=auto (Mamba states keep theirs unless named)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--plot", default=None, help="write memory-by-group and batch-size plots to this PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dataclass_args(p, SchedulerConfig, skip=("max_waiting",))
@@ -86,12 +87,12 @@ def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks")
     bsub = p.add_subparsers(dest="bench", required=True)
     m = bsub.add_parser("manager", help="CPU cost of the manager + scheduler per decode step")
-    m.add_argument("--model", default="gemma-2-9b")
-    m.add_argument("--running", default="64,256,1024")
-    m.add_argument("--prompt-len", type=int, default=512)
-    m.add_argument("--steps", type=int, default=50)
-    m.add_argument("--allocator", default="jenga")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--model", default="gemma-2-9b", help="preset name or config (default gemma-2-9b)")
+    m.add_argument("--running", default="64,256,1024", help="comma-separated running-batch sizes to time")
+    m.add_argument("--prompt-len", type=int, default=512, help="prompt tokens of each running request (default 512)")
+    m.add_argument("--steps", type=int, default=50, help="decode steps timed per batch size (default 50)")
+    m.add_argument("--allocator", default="jenga", help="memory manager flavour (default jenga)")
+    m.add_argument("--json", action="store_true", help="print the results as JSON")
     m.set_defaults(func=lambda a: __import__("jenga.bench.manager", fromlist=["x"]).main(a))
     for name, module, attr in (("throughput", "jenga.bench.throughput", "add_args"),
                                ("serve", "jenga.bench.serve_client", "add_args"),

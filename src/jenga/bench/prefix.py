@@ -56,7 +56,7 @@ EXPERIMENTS = {
 
 
 def add_args(p) -> None:
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def main(args) -> int:

@@ -223,6 +223,12 @@ def plot_batches(results: list[Result], path: str, title: str) -> None:
     plt.close(fig)
 
 
+_WORKLOAD_HELP = {"num_requests": "requests in the workload", "prompt_len": "prompt tokens per request",
+                  "output_len": "tokens generated per request", "images": "images per request (VLMs)",
+                  "distinct_images": "distinct images in the workload (0: every image distinct)",
+                  "seed": "seed of the prompts and images"}
+
+
 def add_args(p) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, builtin:NAME or vlm:NAME (default %(default)s)")
     p.add_argument("--allocator", default=ALLOCATORS, help="comma-separated, default all")
@@ -232,20 +238,21 @@ def add_args(p) -> None:
     for f, default in asdict(Workload()).items():
         if f != "image_size":
             flags = ["--" + f.replace("_", "-")] + (["--num-prompts"] if f == "num_requests" else [])
-            p.add_argument(*flags, dest=f, type=int, default=CLI_WORKLOAD.get(f, default))
+            p.add_argument(*flags, dest=f, type=int, default=CLI_WORKLOAD.get(f, default),
+                           help=f"{_WORKLOAD_HELP[f]} (default {CLI_WORKLOAD.get(f, default)})")
     p.add_argument("--image-size", default="96x160", help="HxW; heights vary down to H/2")
-    p.add_argument("--max-num-batched-tokens", type=int, default=512)
-    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget of one step (default 512)")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="most requests running at once (default 64)")
     p.add_argument("--block-size", "--page-tokens", dest="page_tokens", type=int, default=16,
                    help="tokens per small page of the attention groups (default 16)")
-    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--no-prefix-caching", action="store_true", help="turn the prefix cache off")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="ranks per engine (worker processes on this machine; docs/parallel.md)")
     p.add_argument("--threads", "--cpu-threads", dest="threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a small shared box more threads spin against each other)")
     p.add_argument("--repeat", type=int, default=1,
                    help="time each allocator this many times, interleaved, and keep the median run")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--plot", default=None, help="write a PNG of the running batch per step, per allocator")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--vs-transformers", action="store_true",

@@ -102,8 +102,8 @@ def format_row(rec: dict) -> str:
 
 
 def add_args(p) -> None:
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--num-requests", type=int, default=300)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--num-requests", type=int, default=300, help="requests of the workload (default 300)")
     p.add_argument("--only", default="", help="comma-separated models (default: all)")
     p.add_argument("--allocators", default=",".join(ALLOCATORS), help="comma-separated (default: all four)")
 
