@@ -88,6 +88,8 @@ def test_plan_list_and_vllm_flags(capsys):
     (["generate", "--model", "nobody/nothing-here", "hi"], "huggingface-cli download nobody/nothing-here"),
     (["generate", "--gpu-memory-utilization", "2", "hi"], "gpu_memory_utilization must be in (0, 1]"),
     (["serve", "--kv-cache-dtype", "fp8"], "kv_cache_dtype"),
+    (["serve", "--skip-tokenizer-init"], "the server needs a tokenizer"),
+    (["serve", "--kv-cache-memory-bytes", "lots"], "not a byte size: 'lots'"),
 ])
 def test_user_mistakes_are_one_line_and_exit_2(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))

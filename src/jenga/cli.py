@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cliutil import SIZE_HELP, add_dataclass_args, parse_bytes
+from .cliutil import SIZE_HELP, OneLineParser, add_dataclass_args, parse_bytes
 from .sched.config import SchedulerConfig
 
 ALLOCATORS = "jenga,max-page,static,uniform"
@@ -113,7 +113,7 @@ def _external_parsers(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jenga", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="jenga", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _plan_parser(sub)
     _simulate_parser(sub)
@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     extra) is one line on stderr and exit code 2, never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    try:
+        args, rest = parser.parse_known_args(argv)
+    except SystemExit as e:   # --help, or a usage error already printed as one line
+        return int(e.code or 0)
     prog = "jenga " + " ".join(a for a in (args.command, getattr(args, "bench", None)) if a)
     try:
         return _run(parser, args, rest, prog)
@@ -146,13 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:   # library errors name the problem; no traceback
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:   # a subcommand's own usage error (one line) or --help
+        return int(e.code or 0)
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str], prog: str) -> int:
     lazy = getattr(args, "_lazy", None)
     if lazy is not None:   # let the implementing module define and parse its own options
         module = __import__(lazy[0], fromlist=["x"])
-        sub = argparse.ArgumentParser(prog=prog)
+        sub = OneLineParser(prog=prog)
         getattr(module, lazy[1])(sub)
         return int(module.main(sub.parse_args(rest)) or 0)
     if rest:

@@ -18,6 +18,15 @@ _POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 SIZE_HELP = "bytes: a number, or with a unit: 1G = 1GiB = 2^30, 1GB = 10^9, 1.5G, 512MiB"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr
+    ("jenga serve: error: ...; see --help") and exit code 2, without the
+    usage block; subparsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class ByteSizeError(argparse.ArgumentTypeError, ValueError):
     """A bad byte size: argparse prints its message; library callers can
     catch it as the ValueError it is."""

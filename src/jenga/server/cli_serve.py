@@ -55,7 +55,10 @@ def build_engine_config(args: argparse.Namespace):
     """EngineConfig from parsed flags.  Raises ValueError naming the field."""
     from ..engine.engine_args import engine_config_from_args
 
-    return engine_config_from_args(args, **({"model": args.model} if args.model is not None else {}))
+    cfg = engine_config_from_args(args, **({"model": args.model} if args.model is not None else {}))
+    if cfg.skip_tokenizer_init:
+        raise ValueError("skip_tokenizer_init: the server needs a tokenizer (it tokenizes prompts and renders chats)")
+    return cfg
 
 
 def build_server_config(args: argparse.Namespace, engine):
