@@ -226,7 +226,8 @@ def plot_batches(results: list[Result], path: str, title: str) -> None:
 _WORKLOAD_HELP = {"num_requests": "requests in the workload", "prompt_len": "prompt tokens per request",
                   "output_len": "tokens generated per request", "images": "images per request (VLMs)",
                   "distinct_images": "distinct images in the workload (0: every image distinct)",
-                  "seed": "seed of the prompts and images"}
+                  "seed": "seed of the prompts and images",
+                  "prompt_len_min": "> 0: each prompt's length is drawn from [prompt_len_min, prompt_len]"}
 
 
 def add_args(p) -> None:
@@ -239,7 +240,7 @@ def add_args(p) -> None:
         if f != "image_size":
             flags = ["--" + f.replace("_", "-")] + (["--num-prompts"] if f == "num_requests" else [])
             p.add_argument(*flags, dest=f, type=int, default=CLI_WORKLOAD.get(f, default),
-                           help=f"{_WORKLOAD_HELP[f]} (default {CLI_WORKLOAD.get(f, default)})")
+                           help=f"{_WORKLOAD_HELP.get(f, f.replace('_', ' '))} (default {CLI_WORKLOAD.get(f, default)})")
     p.add_argument("--image-size", default="96x160", help="HxW; heights vary down to H/2")
     p.add_argument("--max-num-batched-tokens", type=int, default=512, help="token budget of one step (default 512)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="most requests running at once (default 64)")
