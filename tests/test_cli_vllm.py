@@ -87,7 +87,7 @@ def test_plan_list_and_vllm_flags(capsys):
     (["generate", "--model", "/path/to/model", "hi"], "looks like a placeholder"),
     (["generate", "--model", "nobody/nothing-here", "hi"], "huggingface-cli download nobody/nothing-here"),
     (["generate", "--gpu-memory-utilization", "2", "hi"], "gpu_memory_utilization must be in (0, 1]"),
-    (["serve", "--kv-cache-dtype", "fp8"], "kv_cache_dtype"),
+    (["serve", "--kv-cache-dtype", "int3"], "kv_cache_dtype"),
     (["serve", "--skip-tokenizer-init"], "the server needs a tokenizer"),
     (["serve", "--kv-cache-memory-bytes", "lots"], "not a byte size: 'lots'"),
 ])

@@ -38,7 +38,7 @@ def test_vllm_names_map_onto_jenga_fields():
     ({"tensor_parallel_size": 2, "speculative_config": {"model": "d", "num_speculative_tokens": 1}},
      "tensor_parallel_size > 1 does not support a speculative_model"),
     ({"tensor_parallel_size": 0}, "tensor_parallel_size must be a positive integer"),
-    ({"kv_cache_dtype": "fp8"}, "kv_cache_dtype: only 'auto'"),
+    ({"kv_cache_dtype": "int3"}, "kv_cache_dtype"),
     ({"enforce_eager": "yes"}, "enforce_eager must be a bool"),
     ({"max_num_batched_tokens": True}, "max_num_batched_tokens"),
 ])
