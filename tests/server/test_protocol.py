@@ -47,7 +47,7 @@ def test_max_completion_tokens_is_an_alias():
 
 
 @pytest.mark.parametrize("raw,param", [
-    ('{"model": "m", "prompt": "x", "presence_penalty": 0.5}', "presence_penalty"),
+    ('{"model": "m", "prompt": "x", "suffix": "tail"}', "suffix"),
     ('{"model": "m", "prompt": "x", "echo": true}', "echo"),
     ('{"model": "m", "prompt": "x", "stop": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}',
      "stop"),
