@@ -92,6 +92,8 @@ class Tokenizer:
             template = named.get("default", next(iter(named.values()), None))
         if template is None and (folder / "chat_template.jinja").is_file():
             template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        if template is not None:   # import the renderer now, not inside the first chat request
+            import transformers.utils.chat_template_utils  # noqa: F401
         return cls(backend, chat_template=template, eos_token_ids=model_eos_token_ids(folder),
                    bos_token=_token_text(tok_cfg.get("bos_token")),
                    eos_token=_token_text(tok_cfg.get("eos_token")))
