@@ -47,7 +47,7 @@ def assert_400(resp: httpx.Response, param: str | None, words: str) -> None:
     ({**GOOD_COMPLETION, "top_p": 0}, "top_p", "top_p must be in (0, 1]"),
     ({**GOOD_COMPLETION, "top_p": 1.5}, "top_p", "top_p must be in (0, 1]"),
     ({**GOOD_COMPLETION, "top_k": -3}, "top_k", "top_k must be"),
-    ({**GOOD_COMPLETION, "n": 2}, "n", "n must be 1"),
+    ({**GOOD_COMPLETION, "n": 129}, "n", "n must be in [1, 128]"),
     ({**GOOD_COMPLETION, "logprobs": 2}, "logprobs", "not supported"),
     ({**GOOD_COMPLETION, "prompt": ""}, "prompt", "must not be empty"),
     ({**GOOD_COMPLETION, "prompt": ["a", "b"]}, "prompt", "one prompt"),
@@ -199,7 +199,7 @@ def test_oversized_body_is_refused_with_413(make_engine):
 def test_openai_client_sees_bad_request_error(live):
     client = openai.OpenAI(base_url=live.base_url, api_key="x", max_retries=0)
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], n=3)
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], n=0)
     assert e.value.body["param"] == "n"
 
 
