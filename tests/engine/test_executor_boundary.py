@@ -27,6 +27,7 @@ class Faulty:
         if plan.seqs:
             self.calls += 1
             if self.fail_on is None or self.calls in self.fail_on:
+                self.failed = plan
                 raise self.err
         return self.inner.execute(plan)
 
@@ -146,3 +147,21 @@ def test_outputs_carry_queue_prefill_and_decode_times(folder):
     final = drain(e)["a"].metrics
     assert final.arrival_time <= final.first_scheduled_time <= final.first_token_time <= final.finish_time
     assert final.queue_time >= 0 and final.prefill_time >= 0 and final.decode_time >= 0
+
+
+def test_a_failed_step_fails_a_parallel_sampling_request_whole(folder):
+    """One child in the failing step fails every sibling: the user sees one
+    request `p`, finished, every completion "error", and no page is held.
+    The 40-token prompt makes the siblings wait for child 0's prefill, so
+    only child 0 is in the failing step."""
+    e = engine(folder)
+    e.executor = Faulty(e.executor, fail_on=(1,))
+    e.add_request("p", [(7 * i + 3) % 250 for i in range(40)], SamplingParams(max_tokens=4, temperature=0.0, n=3))
+    with pytest.raises(StepFailed) as info:
+        e.step()
+    assert [s.req_id for s in e.executor.failed.seqs] == ["p#0"]      # the siblings were waiting
+    assert info.value.req_ids == ("p",)
+    [out] = info.value.outputs
+    assert out.finished and [c.finish_reason for c in out.outputs] == ["error"] * 3
+    assert not e.has_unfinished_requests() and e.manager.usage().used_bytes == 0
+    e.manager.check_invariants()
